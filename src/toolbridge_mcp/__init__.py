@@ -1,0 +1,3 @@
+"""ToolBridge MCP: the ToolBridge API as MCP tools, authenticated by itself."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,100 @@
+"""The ``toolbridge-mcp`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from toolbridge_mcp.auth.oauth import TokenError, unverified_claims
+from toolbridge_mcp.auth.token_manager import TokenManager
+from toolbridge_mcp.config import ConfigError, Settings, env_name, load_settings
+from toolbridge_mcp.log import configure_logging
+
+app = typer.Typer(
+    name="toolbridge-mcp",
+    help="ToolBridge MCP server: the ToolBridge API as MCP tools, with automatic OAuth2 tokens.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """ToolBridge MCP server: the ToolBridge API as MCP tools, with automatic OAuth2 tokens."""
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _scopes(claims: dict[str, Any], granted: str | None) -> str:
+    scope = claims.get("scope") or granted or claims.get("permissions") or claims.get("scp")
+    if isinstance(scope, list):
+        return " ".join(str(s) for s in scope)
+    return str(scope) if scope else "-"
+
+
+async def _fetch(settings: Settings) -> tuple[str, dict[str, str]]:
+    async with TokenManager.from_settings(settings) as manager:
+        token = await manager.get_token()
+        claims = unverified_claims(token)
+        expires_at = manager.expires_at or datetime.now(UTC)
+        audience = claims.get("aud", manager.audience)
+        report = {
+            "token_endpoint": manager.token_url,
+            "expires_at": expires_at.isoformat(timespec="seconds"),
+            "expires_in": f"{(expires_at - datetime.now(UTC)).total_seconds():.0f}s",
+            "audience": " ".join(audience) if isinstance(audience, list) else str(audience or "-"),
+            "subject": str(claims.get("sub", "-")),
+            "scopes": _scopes(claims, manager.scope),
+            "format": "JWT" if claims else "opaque (not a JWT)",
+        }
+        return token, report
+
+
+@app.command()
+def token(
+    show_token: Annotated[
+        bool, typer.Option("--show-token", help="Also print the access token itself.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Fetch an access token with the current settings and describe it (expiry, audience,
+    subject, scopes). Replaces the old refresh-flyio-auth0-token.sh for debugging."""
+    settings = _settings()
+    if settings.auth_mode() != "auth0":
+        raise _fail(
+            f"no client credentials configured: set {env_name('auth0_client_id')}, "
+            f"{env_name('auth0_client_secret')}, {env_name('auth0_domain')} (or "
+            f"{env_name('auth0_token_url')}) and {env_name('auth0_audience')}",
+            2,
+        )
+    try:
+        access_token, report = asyncio.run(_fetch(settings))
+    except TokenError as exc:
+        raise _fail(str(exc), 1) from None
+    if show_token:
+        report["access_token"] = access_token
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    width = max(len(key) for key in report) + 2
+    for key, value in report.items():
+        typer.echo(f"{key.replace('_', ' ').capitalize():<{width}}{value}")
+    if not show_token:
+        typer.echo(f"{'Access token':<{width}}hidden (pass --show-token to print it)")

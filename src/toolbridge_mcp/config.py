@@ -1,0 +1,228 @@
+"""Settings of the MCP server, read from ``TOOLBRIDGE_*`` environment variables and ``.env``.
+
+Every problem is reported by the environment variable to fix, and no secret value ever
+appears in an error: pydantic's own messages echo inputs, so :func:`load_settings` rewrites
+them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from toolbridge_mcp.auth.oauth import ClientAuthMethod
+
+ENV_PREFIX = "TOOLBRIDGE_"
+
+AuthMode = Literal["auth0", "static", "passthrough"]
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the variables to fix."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a settings field."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Loopback hosts may use plain http (local dev issuer, tests); nothing else may."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Configuration of the ToolBridge MCP server (seed §3)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    tenant_id: str | None = None
+    tenant_header_secret: SecretStr | None = None
+
+    go_api_base_url: str = "http://localhost:8081"
+
+    auth0_client_id: str | None = None
+    auth0_client_secret: SecretStr | None = None
+    auth0_domain: str | None = Field(
+        default=None, description="Auth0 tenant host, e.g. your-tenant.us.auth0.com"
+    )
+    auth0_audience: str | None = None
+    auth0_token_url: str | None = Field(
+        default=None,
+        description="Explicit token endpoint (any OAuth2 server); replaces the Auth0 domain.",
+    )
+    auth0_scope: str | None = None
+    auth0_resource: str | None = Field(default=None, description="RFC 8707 resource indicator")
+    auth0_client_auth_method: ClientAuthMethod = "client_secret_post"
+    auth0_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    token_refresh_buffer_seconds: float = Field(default=300.0, ge=0)
+    token_request_deadline_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="Longest a caller waits for a token request, all retries included.",
+    )
+
+    jwt_token: SecretStr | None = Field(
+        default=None, description="Deprecated static token; use Auth0 client credentials."
+    )
+
+    log_level: LogLevel = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=1, le=65535)
+    max_timestamp_skew_seconds: int = Field(default=300, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "tenant_id",
+        "auth0_client_id",
+        "auth0_domain",
+        "auth0_audience",
+        "auth0_token_url",
+        "auth0_scope",
+        "auth0_resource",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """An empty variable (``FOO=`` in a .env or a Fly secret) means "not set"."""
+        if isinstance(value, str):
+            value = value.strip()
+            return value or None
+        return value
+
+    @field_validator("auth0_client_secret", "tenant_header_secret", "jwt_token", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("auth0_domain")
+    @classmethod
+    def _normalize_domain(cls, value: str | None) -> str | None:
+        """Accept ``tenant.auth0.com``, ``https://tenant.auth0.com/`` and ``host:port``."""
+        if value is None:
+            return None
+        parts = urlsplit(value if "://" in value else f"https://{value}")
+        if parts.scheme != "https" or not parts.hostname or parts.path not in {"", "/"}:
+            raise ValueError(
+                f"must be a host name such as your-tenant.us.auth0.com, got {value!r} "
+                "(for another OAuth2 server set TOOLBRIDGE_AUTH0_TOKEN_URL instead)"
+            )
+        return parts.netloc
+
+    @field_validator("auth0_token_url")
+    @classmethod
+    def _check_token_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"must be an absolute https URL, got {value!r}")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError("must use https (plain http is accepted only on loopback hosts)")
+        return value
+
+    @field_validator("go_api_base_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _no_half_configuration(self) -> Settings:
+        """A half-configured block is an error, never a silent fall-back to another mode."""
+        given = {
+            "auth0_client_id": self.auth0_client_id,
+            "auth0_client_secret": self.auth0_client_secret,
+            "auth0_domain": self.auth0_domain or self.auth0_token_url,
+            "auth0_audience": self.auth0_audience or self.auth0_token_url,
+        }
+        if any(v is not None for v in given.values()) and any(v is None for v in given.values()):
+            missing = [
+                env_name(name)
+                if name != "auth0_domain"
+                else f"{env_name('auth0_domain')} (or {env_name('auth0_token_url')})"
+                for name, value in given.items()
+                if value is None
+            ]
+            raise ValueError(
+                "incomplete Auth0 client-credentials configuration: "
+                f"{', '.join(missing)} not set. Set all of {env_name('auth0_client_id')}, "
+                f"{env_name('auth0_client_secret')}, {env_name('auth0_domain')} and "
+                f"{env_name('auth0_audience')}, or none of them"
+            )
+        if (self.tenant_id is None) != (self.tenant_header_secret is None):
+            missing_name = "tenant_id" if self.tenant_id is None else "tenant_header_secret"
+            raise ValueError(
+                f"{env_name(missing_name)} not set: tenant headers need both "
+                f"{env_name('tenant_id')} and {env_name('tenant_header_secret')}"
+            )
+        return self
+
+    def auth_mode(self) -> AuthMode:
+        """How the server authenticates to the API: client credentials, a static token, or
+        the caller's own token."""
+        if self.auth0_client_id is not None:
+            return "auth0"
+        if self.jwt_token is not None:
+            return "static"
+        return "passthrough"
+
+    def token_url(self) -> str:
+        """The token endpoint: the explicit URL, else Auth0's ``https://{domain}/oauth/token``."""
+        if self.auth0_token_url:
+            return self.auth0_token_url
+        if self.auth0_domain:
+            return f"https://{self.auth0_domain}/oauth/token"
+        raise ConfigError(
+            f"no token endpoint: set {env_name('auth0_domain')} or {env_name('auth0_token_url')}"
+        )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{env_name(loc[0])}: {message}" if loc else message
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning validation failures into one :class:`ConfigError` that
+    lists each variable to fix and never echoes a value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [
+            _describe(dict(error)) for error in exc.errors(include_input=False, include_url=False)
+        ]
+        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use (never at import)."""
+    return load_settings()

@@ -1,0 +1,36 @@
+"""Process logging: loguru to stderr, with the standard library's records routed into it.
+
+stderr, because under the stdio transport stdout belongs to the MCP protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import stamina.instrumentation
+from loguru import logger
+
+_FORMAT = "{time:YYYY-MM-DDTHH:mm:ss.SSSZ!UTC} | {level: <7} | {name} | {message}"
+
+
+class _InterceptHandler(logging.Handler):
+    """Sends standard-library log records (httpx, uvicorn, …) through loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One stderr sink at ``level`` for everything the process logs."""
+    logger.remove()
+    logger.add(sys.stderr, level=level.upper(), format=_FORMAT, backtrace=False, diagnose=False)
+    logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    # httpx logs every request at INFO; the token manager already logs what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The token manager logs each failed attempt itself, with the OAuth error code.
+    stamina.instrumentation.set_on_retry_hooks([])

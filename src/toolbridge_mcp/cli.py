@@ -74,8 +74,12 @@ def token(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Fetch an access token with the current settings and describe it (expiry, audience,
-    subject, scopes). Replaces the old refresh-flyio-auth0-token.sh for debugging."""
+    """Fetch an access token with the current settings and describe it.
+
+    Prints expiry, lifetime, audience, subject and scopes; replaces the old
+    refresh-flyio-auth0-token.sh for debugging. Exits 1 if no token can be had, 2 on bad
+    settings.
+    """
     settings = _settings()
     if settings.auth_mode() != "auth0":
         raise _fail(

@@ -13,19 +13,16 @@ import hmac
 import json
 import secrets
 import ssl
-import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 import jwt
 import trustme
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
@@ -33,10 +30,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.support.server import ServerThread
+
 DEFAULT_CLIENTS: dict[str, str] = {"test-client": "test-secret"}
 DEFAULT_SCOPE = "read:notes write:notes"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
-_START_TIMEOUT = 10.0
 
 
 @dataclass
@@ -132,7 +130,7 @@ def _error(
 
 
 class IdP:
-    """Runs the fake token endpoint in a background thread with its own event loop (uvicorn)."""
+    """The fake token endpoint, served by a :class:`ServerThread` (uvicorn, own event loop)."""
 
     def __init__(
         self,
@@ -163,27 +161,24 @@ class IdP:
         self._requests: list[Seen] = []
         self._issued: list[str] = []
 
-        self._port: int | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread_error: BaseException | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        # Loop-owned state; only touched from the server thread.
+        self._server = ServerThread(
+            self._app(), tls_ca=self.ca, on_close=self._begin_close, name="toolbridge-fake-idp"
+        )
+        # Loop-owned state; only touched from the server thread once started.
         self._release_event = asyncio.Event()
         self._closed = asyncio.Event()
 
     @property
     def port(self) -> int:
         """Bound port; fails loudly instead of yielding a URL with port 0."""
-        if self._port is None:
-            raise RuntimeError("IdP not started")
-        return self._port
+        try:
+            return self._server.port
+        except RuntimeError:
+            raise RuntimeError("IdP not started") from None
 
     @property
     def base_url(self) -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://{self.issuer_host}:{self.port}"
+        return f"{self._server.scheme}://{self.issuer_host}:{self.port}"
 
     @property
     def token_url(self) -> str:
@@ -204,63 +199,20 @@ class IdP:
 
     def start(self) -> "IdP":
         """Bind 127.0.0.1 on a free port and return once the server accepts connections."""
-        if self._thread is not None:
+        if self._server.running:
             raise RuntimeError("IdP already started")
-        ssl_files: dict[str, str] = {}
-        if self.ca is not None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="toolbridge-idp-")
-            cert = self.ca.issue_cert("127.0.0.1", "localhost")
-            key_path = Path(self._tmp.name, "key.pem")
-            cert_path = Path(self._tmp.name, "cert.pem")
-            cert.private_key_pem.write_to_path(str(key_path))
-            cert_path.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-            ssl_files = {"ssl_keyfile": str(key_path), "ssl_certfile": str(cert_path)}
-        config = uvicorn.Config(
-            self._app(),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            loop="asyncio",
-            ws="none",
-            timeout_graceful_shutdown=1,
-            **ssl_files,
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread_error = None
-        self._thread = threading.Thread(
-            target=self._run, args=(server,), name="toolbridge-fake-idp", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("fake IdP failed to start") from self._thread_error
-            time.sleep(0.005)
-        self._port = server.servers[0].sockets[0].getsockname()[1]
+        # asyncio.Event binds to a loop on first wait, so a restarted server needs new ones.
+        self._release_event = asyncio.Event()
+        self._closed = asyncio.Event()
+        try:
+            self._server.start()
+        except RuntimeError as exc:
+            raise RuntimeError("fake IdP failed to start") from exc.__cause__
         return self
 
     def stop(self) -> None:
         """Stop within ~2 s even with hung requests: release them, then force exit if needed."""
-        thread, server, loop = self._thread, self._server, self._loop
-        if thread is None or server is None:
-            return
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._begin_close)
-        server.should_exit = True
-        thread.join(timeout=1.5)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(timeout=1.0)
-        self._thread = self._server = self._loop = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        self._server.stop()
 
     def __enter__(self) -> "IdP":
         return self.start()
@@ -279,10 +231,7 @@ class IdP:
 
     def release(self) -> None:
         """Wake every request hanging right now (later hang replies hang again)."""
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._release_now)
+        self._server.call_soon(self._release_now)
 
     @property
     def requests(self) -> list[Seen]:
@@ -300,19 +249,6 @@ class IdP:
             self._issued.clear()
             self._script.clear()
             self._default = Reply()
-
-    def _run(self, server: uvicorn.Server) -> None:
-        """Thread body; keeps exceptions for start() rather than letting pytest see them."""
-        try:
-            asyncio.run(self._serve(server))
-        except BaseException as exc:
-            self._thread_error = exc
-
-    async def _serve(self, server: uvicorn.Server) -> None:
-        self._release_event = asyncio.Event()
-        self._closed = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        await server.serve()
 
     def _release_now(self) -> None:
         event, self._release_event = self._release_event, asyncio.Event()

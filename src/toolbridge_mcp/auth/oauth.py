@@ -46,7 +46,6 @@ _STATUS_HINTS: dict[int, str] = {
     404: "no token endpoint there: check TOOLBRIDGE_AUTH0_DOMAIN or TOOLBRIDGE_AUTH0_TOKEN_URL",
     405: "no token endpoint there: check TOOLBRIDGE_AUTH0_DOMAIN or TOOLBRIDGE_AUTH0_TOKEN_URL",
 }
-_RETRYABLE_CODES = {"temporarily_unavailable", "server_error", "slow_down"}
 _MAX_DESCRIPTION = 200
 
 
@@ -65,8 +64,10 @@ class TokenError(Exception):
         status_code: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.cause = cause
         self.error_code = error_code
         self.status_code = status_code
         self.retryable = retryable
@@ -74,9 +75,9 @@ class TokenError(Exception):
 
     @property
     def reason(self) -> str:
-        """A few words for a log line: ``HTTP 503 temporarily_unavailable``."""
+        """A few words for a log line: ``HTTP 503 temporarily_unavailable``, ``ConnectError``."""
         parts = [f"HTTP {self.status_code}" if self.status_code else None, self.error_code]
-        return " ".join(p for p in parts if p) or str(self)
+        return " ".join(p for p in parts if p) or self.cause or str(self)
 
 
 class TokenResponse(BaseModel):
@@ -161,11 +162,13 @@ class ClientCredentialsGrant:
             raise TokenError(
                 f"Token request to {self.token_url} timed out ({type(exc).__name__})",
                 retryable=True,
+                cause=type(exc).__name__,
             ) from None
         except httpx.TransportError as exc:
             raise TokenError(
                 f"Cannot reach the token endpoint {self.token_url}: {type(exc).__name__}",
                 retryable=True,
+                cause=type(exc).__name__,
             ) from None
         return self.parse(response)
 
@@ -197,7 +200,7 @@ class ClientCredentialsGrant:
         code, description = _oauth_error(response)
         if description:
             description = description.replace(self.client_secret.get_secret_value(), "***")
-        retryable = status == 429 or status == 408 or status >= 500 or code in _RETRYABLE_CODES
+        retryable = status in {408, 429} or status >= 500
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         detail = " ".join(p for p in (code, f"({description})" if description else None) if p)
         message = f"Token request to {self.token_url} failed: HTTP {status}"

@@ -325,6 +325,7 @@ class TokenManager:
                 "(TOOLBRIDGE_TOKEN_REQUEST_DEADLINE_SECONDS): the identity provider is slow "
                 "or unreachable",
                 retryable=True,
+                cause="deadline exceeded",
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover - stamina re-raises
 
@@ -372,7 +373,7 @@ class TokenManager:
         token, now = self._token, self._clock()
         if token is None or now >= token.usable_until:
             self._serve_until = _NEVER
-            logger.error("Token request failed: {}", exc)
+            logger.error("No access token: {}", exc)
             return
         delay = self._background_delay(exc)
         self._serve_until = min(now + delay, token.usable_until)

@@ -1,0 +1,135 @@
+"""Shared fixtures: a real token endpoint on 127.0.0.1, a controllable clock, and a log
+capture that fails any test whose logs contain a secret or an issued token."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from tests.support.clock import FakeClock
+from tests.support.idp import IdP
+from toolbridge_mcp.auth.token_manager import TokenManager
+
+CLIENT_ID = "test-client"
+CLIENT_SECRET = "test-secret"
+NASTY_SECRET = "p@ss+w/rd%&=:x"
+AUDIENCE = "https://api.toolbridge.test"
+KNOWN_SECRETS = (CLIENT_SECRET, NASTY_SECRET)
+
+
+@pytest.fixture(scope="session")
+def idp_server() -> Iterator[IdP]:
+    with IdP(clients={CLIENT_ID: CLIENT_SECRET, "nasty-client": NASTY_SECRET}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tls_idp_server() -> Iterator[IdP]:
+    with IdP(clients={CLIENT_ID: CLIENT_SECRET}, tls=True) as server:
+        yield server
+
+
+@pytest.fixture
+def idp(idp_server: IdP) -> Iterator[IdP]:
+    idp_server.reset()
+    yield idp_server
+    idp_server.release()
+
+
+@pytest.fixture
+def tls_idp(tls_idp_server: IdP) -> Iterator[IdP]:
+    tls_idp_server.reset()
+    yield tls_idp_server
+    tls_idp_server.release()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+class LogCapture:
+    """Every log line of the test, loguru and standard library, at the lowest level."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def messages(self, level: str) -> list[str]:
+        return [line.split(" | ", 1)[1] for line in self.lines if line.startswith(f"{level} | ")]
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, capture: LogCapture) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.capture = capture
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.capture.lines.append(f"{record.levelname} | {record.getMessage()}")
+
+
+@pytest.fixture(autouse=True)
+def logs(request: pytest.FixtureRequest) -> Iterator[LogCapture]:
+    """Captures all logs and, after the test, fails it if any secret or token leaked."""
+    capture = LogCapture()
+    sink = logger.add(
+        lambda message: capture.lines.append(
+            f"{message.record['level'].name} | {message.record['message']}"
+        ),
+        level="TRACE",
+    )
+    handler = _ListHandler(capture)
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        logger.remove(sink)
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    issued: list[str] = []
+    for name in ("idp_server", "tls_idp_server"):
+        if name in request.fixturenames:
+            issued += request.getfixturevalue(name).issued
+    text = capture.text()
+    leaked = [s for s in (*KNOWN_SECRETS, *issued) if s in text]
+    assert not leaked, f"{len(leaked)} secret(s) or token(s) appeared in the logs"
+
+
+ManagerFactory = Callable[..., TokenManager]
+
+
+@pytest.fixture
+async def make_manager(idp: IdP, clock: FakeClock) -> AsyncIterator[ManagerFactory]:
+    """Builds managers against the fake IdP with fast retries; closes them afterwards."""
+    made: list[TokenManager] = []
+
+    def factory(**options: Any) -> TokenManager:
+        settings: dict[str, Any] = {
+            "token_url": idp.token_url,
+            "audience": AUDIENCE,
+            "clock": clock,
+            "retry_wait_initial": 0.01,
+            "retry_wait_max": 0.05,
+            "deadline": 5.0,
+        }
+        settings |= options
+        manager = TokenManager(
+            settings.pop("client_id", CLIENT_ID),
+            settings.pop("client_secret", CLIENT_SECRET),
+            **settings,
+        )
+        made.append(manager)
+        return manager
+
+    yield factory
+    for manager in made:
+        await manager.close()

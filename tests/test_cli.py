@@ -1,0 +1,96 @@
+"""``toolbridge-mcp token`` as a user runs it: a subprocess with settings in its environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AUDIENCE, CLIENT_ID, CLIENT_SECRET
+from tests.support.idp import IdP, Reply
+
+COMMAND = str(Path(sys.executable).parent / "toolbridge-mcp")
+
+
+def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
+    return subprocess.run(  # noqa: S603 - our own console script
+        [COMMAND, *args],
+        env=base | env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def credentials(idp: IdP, **overrides: str) -> dict[str, str]:
+    return {
+        "TOOLBRIDGE_AUTH0_CLIENT_ID": CLIENT_ID,
+        "TOOLBRIDGE_AUTH0_CLIENT_SECRET": CLIENT_SECRET,
+        "TOOLBRIDGE_AUTH0_TOKEN_URL": idp.token_url,
+        "TOOLBRIDGE_AUTH0_AUDIENCE": AUDIENCE,
+    } | overrides
+
+
+def test_token_describes_the_token_without_printing_it(tmp_path: Path, idp: IdP) -> None:
+    result = run_cli(tmp_path, "token", **credentials(idp))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"Audience        {AUDIENCE}" in out
+    assert f"Subject         {CLIENT_ID}@clients" in out
+    assert "Scopes          read:notes write:notes" in out
+    assert "Expires in      3600s" in out or "Expires in      3599s" in out
+    assert "hidden (pass --show-token" in out
+    assert len(idp.issued) == 1
+    assert idp.issued[0] not in out + result.stderr
+    assert CLIENT_SECRET not in out + result.stderr
+    assert "Access token refreshed: valid for 3600s" in result.stderr
+
+
+def test_token_json_with_show_token(tmp_path: Path, idp: IdP) -> None:
+    result = run_cli(tmp_path, "token", "--json", "--show-token", **credentials(idp))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["access_token"] == idp.issued[0]
+    assert report["subject"] == f"{CLIENT_ID}@clients"
+    assert report["format"] == "JWT"
+    assert report["token_endpoint"] == idp.token_url
+
+
+def test_token_failure_exits_non_zero_with_the_setting_to_fix(tmp_path: Path, idp: IdP) -> None:
+    env = credentials(idp, TOOLBRIDGE_AUTH0_CLIENT_SECRET="wrong-secret")
+    result = run_cli(tmp_path, "token", **env)
+    assert result.returncode == 1
+    assert "invalid_client" in result.stderr
+    assert "TOOLBRIDGE_AUTH0_CLIENT_SECRET" in result.stderr
+    assert "wrong-secret" not in result.stdout + result.stderr
+
+
+def test_token_with_idp_down_reports_unavailable(tmp_path: Path, idp: IdP) -> None:
+    idp.set_default(Reply(status=503))
+    env = credentials(idp, TOOLBRIDGE_TOKEN_REQUEST_DEADLINE_SECONDS="3")
+    result = run_cli(tmp_path, "token", **env)
+    assert result.returncode == 1
+    assert "HTTP 503" in result.stderr
+    assert "unavailable" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TOOLBRIDGE_AUTH0_CLIENT_ID": CLIENT_ID}, "TOOLBRIDGE_AUTH0_CLIENT_SECRET"),
+        ({}, "no client credentials configured"),
+    ],
+)
+def test_token_with_bad_settings_exits_2(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    result = run_cli(tmp_path, "token", **env)
+    assert result.returncode == 2
+    assert expected in result.stderr

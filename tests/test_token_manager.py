@@ -1,0 +1,531 @@
+"""TokenManager against a real token endpoint on 127.0.0.1, fault by fault."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import jwt
+import pytest
+
+from tests.conftest import (
+    AUDIENCE,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    NASTY_SECRET,
+    LogCapture,
+    ManagerFactory,
+)
+from tests.support.clock import FakeClock, settle
+from tests.support.idp import IdP, Reply
+from toolbridge_mcp.auth import token_manager as tm_module
+from toolbridge_mcp.auth.oauth import TokenError, parse_retry_after
+from toolbridge_mcp.auth.token_manager import (
+    TokenManager,
+    get_access_token,
+    init_token_manager,
+    shutdown_token_manager,
+)
+from toolbridge_mcp.config import load_settings
+
+
+async def test_first_call_fetches_then_cache_serves(make_manager: ManagerFactory, idp: IdP) -> None:
+    manager = make_manager()
+    first = await manager.get_token()
+    second = await manager.get_token()
+    assert first == second == idp.issued[0]
+    assert len(idp.requests) == 1
+    seen = idp.requests[0]
+    assert seen.content_type.startswith("application/x-www-form-urlencoded")
+    assert seen.form["grant_type"] == "client_credentials"
+    assert seen.form["client_id"] == CLIENT_ID
+    assert seen.form["client_secret"] == CLIENT_SECRET
+    assert seen.form["audience"] == AUDIENCE
+    assert seen.auth_method == "client_secret_post"
+    claims = jwt.decode(first, idp.public_key, algorithms=["RS256"], audience=AUDIENCE)
+    assert claims["sub"] == f"{CLIENT_ID}@clients"
+
+
+async def test_auth0_domain_mode_posts_json_over_https(tls_idp: IdP, clock: FakeClock) -> None:
+    async with (
+        httpx.AsyncClient(verify=tls_idp.ssl_context()) as http,
+        TokenManager(
+            CLIENT_ID, CLIENT_SECRET, tls_idp.domain, AUDIENCE, http_client=http, clock=clock
+        ) as manager,
+    ):
+        token = await manager.get_token()
+        assert manager.token_url == f"https://{tls_idp.domain}/oauth/token"
+    assert token == tls_idp.issued[0]
+    seen = tls_idp.requests[0]
+    assert seen.path == "/oauth/token"
+    assert seen.content_type.startswith("application/json")
+    assert seen.form == {
+        "grant_type": "client_credentials",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "audience": AUDIENCE,
+    }
+
+
+async def test_injected_http_client_is_not_closed(tls_idp: IdP, clock: FakeClock) -> None:
+    async with httpx.AsyncClient(verify=tls_idp.ssl_context()) as http:
+        manager = TokenManager(CLIENT_ID, CLIENT_SECRET, tls_idp.domain, AUDIENCE, http_client=http)
+        await manager.get_token()
+        await manager.close()
+        assert not http.is_closed
+
+
+async def test_client_secret_basic_form_encodes_id_and_secret(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    manager = make_manager(
+        client_id="nasty-client", client_secret=NASTY_SECRET, auth_method="client_secret_basic"
+    )
+    assert await manager.get_token() == idp.issued[0]
+    seen = idp.requests[0]
+    assert seen.auth_method == "client_secret_basic"
+    assert seen.client_id == "nasty-client"
+    assert "client_secret" not in seen.form
+    assert "%40" in seen.headers["authorization"] or seen.headers["authorization"].startswith(
+        "Basic "
+    )
+
+
+async def test_scope_and_resource_are_sent(make_manager: ManagerFactory, idp: IdP) -> None:
+    manager = make_manager(audience=None, scope="read:notes", resource=AUDIENCE)
+    await manager.get_token()
+    form = idp.requests[0].form
+    assert form["scope"] == "read:notes"
+    assert form["resource"] == AUDIENCE
+    assert "audience" not in form
+    assert manager.scope == "read:notes"
+
+
+async def test_concurrent_cold_callers_cause_one_request(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    manager = make_manager()
+    idp.script(Reply(delay=0.2))
+    tokens = await asyncio.gather(*(manager.get_token() for _ in range(1000)))
+    assert set(tokens) == {idp.issued[0]}
+    assert len(idp.requests) == 1
+
+
+async def test_refresh_runs_ahead_in_background_while_callers_get_current_token(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    manager = make_manager(refresh_buffer=300)
+    old = await manager.get_token()
+    clock.advance(3600 - 299)
+    idp.script(Reply(hang=True))
+    assert await manager.get_token() == old
+    await settle(lambda: len(idp.requests) == 2)
+    for _ in range(100):
+        assert await manager.get_token() == old
+    assert len(idp.requests) == 2, "callers in the refresh window must share one refresh"
+    idp.release()
+    await settle(lambda: manager.refresh_count == 2)
+    new = await manager.get_token()
+    assert new != old
+    assert new == idp.issued[1]
+
+
+async def test_no_refresh_before_the_window(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    manager = make_manager(refresh_buffer=300)
+    await manager.get_token()
+    clock.advance(3600 - 301)
+    await manager.get_token()
+    await asyncio.sleep(0.05)
+    assert len(idp.requests) == 1
+
+
+async def test_short_lived_token_is_cached_and_refreshed_at_half_life(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    idp.set_default(Reply(expires_in=60))
+    manager = make_manager(refresh_buffer=300)
+    first = await manager.get_token()
+    clock.advance(29)
+    for _ in range(10):
+        assert await manager.get_token() == first
+    assert len(idp.requests) == 1
+    clock.advance(2)
+    assert await manager.get_token() == first
+    await settle(lambda: manager.refresh_count == 2)
+    assert await manager.get_token() == idp.issued[1]
+
+
+async def test_expired_token_makes_callers_wait_for_the_new_one(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    manager = make_manager()
+    old = await manager.get_token()
+    clock.advance(3600)
+    tokens = await asyncio.gather(*(manager.get_token() for _ in range(20)))
+    assert set(tokens) == {idp.issued[1]}
+    assert old not in tokens
+    assert len(idp.requests) == 2
+
+
+async def test_valid_token_is_served_while_idp_returns_503(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock, logs: LogCapture
+) -> None:
+    manager = make_manager(retry_attempts=3)
+    old = await manager.get_token()
+    idp.set_default(Reply(status=503, error="temporarily_unavailable"))
+    clock.advance(3600 - 60)
+    results = await asyncio.gather(*(manager.get_token() for _ in range(50)))
+    assert set(results) == {old}
+    await settle(lambda: manager.failure_count == 1)
+    assert len(idp.requests) == 1 + 3
+    assert manager.last_refresh_success is False
+    assert manager.last_error == "HTTP 503 temporarily_unavailable"
+    for _ in range(200):
+        assert await manager.get_token() == old
+    await asyncio.sleep(0.05)
+    assert len(idp.requests) == 4, "a failed refresh is not retried in a hot loop"
+    warnings = logs.messages("WARNING")
+    assert sum("HTTP 503 temporarily_unavailable" in w for w in warnings) == 3
+
+    clock.advance(2)
+    assert await manager.get_token() == old
+    await settle(lambda: manager.failure_count == 2)
+    assert len(idp.requests) == 7
+
+    idp.set_default(Reply())
+    clock.advance(5)
+    assert await manager.get_token() == old
+    await settle(lambda: manager.failure_count == 0)
+    assert manager.last_refresh_success is True
+    assert await manager.get_token() == idp.issued[-1] != old
+
+
+async def test_valid_token_is_served_while_idp_hangs(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    manager = make_manager(deadline=0.3, timeout=5.0)
+    old = await manager.get_token()
+    idp.set_default(Reply(hang=True))
+    clock.advance(3600 - 100)
+    for _ in range(20):
+        assert await manager.get_token() == old
+    await settle(lambda: manager.failure_count == 1)
+    assert manager.last_error is not None
+    assert await manager.get_token() == old
+
+
+async def test_expired_token_and_failing_idp_is_an_error(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    manager = make_manager(retry_attempts=2)
+    await manager.get_token()
+    idp.set_default(Reply(status=502))
+    clock.advance(3600)
+    with pytest.raises(TokenError, match="HTTP 502"):
+        await manager.get_token()
+    assert manager.failure_count == 1
+    assert manager.expires_at is not None
+
+
+async def test_cold_caller_against_hung_idp_fails_within_one_deadline(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    idp.set_default(Reply(hang=True))
+    manager = make_manager(deadline=0.5, timeout=10.0)
+    started = time.monotonic()
+    with pytest.raises(TokenError, match=r"within 0\.5s") as info:
+        await manager.get_token()
+    elapsed = time.monotonic() - started
+    assert "TOOLBRIDGE_TOKEN_REQUEST_DEADLINE_SECONDS" in str(info.value)
+    assert elapsed < 10.0, "the deadline, not the 10 s HTTP timeout, ends the wait"
+    assert len(idp.requests) == 1
+
+
+async def test_unreachable_idp_is_retried_then_reported(clock: FakeClock) -> None:
+    manager = TokenManager(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        token_url="http://127.0.0.1:9/oauth/token",
+        retry_attempts=3,
+        retry_wait_initial=0.01,
+        clock=clock,
+    )
+    async with manager:
+        with pytest.raises(TokenError, match="Cannot reach the token endpoint") as info:
+            await manager.get_token()
+    assert info.value.retryable
+    assert manager.failure_count == 1
+
+
+async def test_429_retry_after_is_honoured(make_manager: ManagerFactory, idp: IdP) -> None:
+    idp.script(Reply(status=429, error="too_many_requests", retry_after="1"))
+    manager = make_manager(deadline=5.0)
+    token = await manager.get_token()
+    assert token == idp.issued[0]
+    first, second = idp.requests
+    assert second.at - first.at >= 0.95
+
+
+async def test_429_retry_after_beyond_deadline_fails_fast(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    idp.script(Reply(status=429, retry_after="120"))
+    manager = make_manager(deadline=2.0)
+    with pytest.raises(TokenError, match="rate limiting this client for 120s") as info:
+        await manager.get_token()
+    assert info.value.retry_after == 120
+    assert len(idp.requests) == 1
+
+
+async def test_background_refresh_honours_retry_after_cool_down(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    manager = make_manager(deadline=1.0)
+    old = await manager.get_token()
+    clock.advance(3600 - 290)
+    idp.set_default(Reply(status=429, retry_after="120"))
+    assert await manager.get_token() == old
+    await settle(lambda: manager.failure_count == 1)
+    clock.advance(100)
+    assert await manager.get_token() == old
+    await asyncio.sleep(0.05)
+    assert len(idp.requests) == 2, "no request inside the Retry-After cool-down"
+    clock.advance(21)
+    assert await manager.get_token() == old
+    await settle(lambda: len(idp.requests) == 3)
+
+
+def test_retry_after_parses_seconds_and_http_dates() -> None:
+    now = time.time()
+    later = datetime.fromtimestamp(now, UTC) + timedelta(seconds=30)
+    assert parse_retry_after("2") == 2.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after(format_datetime(later, usegmt=True), now=now) == pytest.approx(30, 1)
+    assert parse_retry_after(format_datetime(later - timedelta(days=1), usegmt=True)) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("nan") is None
+
+
+@pytest.mark.parametrize(
+    ("options", "reply", "setting"),
+    [
+        ({"client_secret": "wrong-secret"}, None, "TOOLBRIDGE_AUTH0_CLIENT_SECRET"),
+        ({"audience": "https://other.example"}, None, "TOOLBRIDGE_AUTH0_AUDIENCE"),
+        ({}, Reply(status=400, error="unauthorized_client"), "Client Credentials grant"),
+        ({}, Reply(status=400, error="invalid_scope"), "TOOLBRIDGE_AUTH0_SCOPE"),
+        ({}, Reply(status=403), "TOOLBRIDGE_AUTH0_AUDIENCE"),
+        ({}, Reply(status=404, body="Not Found"), "TOOLBRIDGE_AUTH0_TOKEN_URL"),
+    ],
+)
+async def test_client_errors_fail_fast_naming_the_setting(
+    make_manager: ManagerFactory,
+    idp: IdP,
+    options: dict[str, str],
+    reply: Reply | None,
+    setting: str,
+) -> None:
+    if reply is not None:
+        idp.script(reply)
+    manager = make_manager(**options)
+    with pytest.raises(TokenError) as info:
+        await manager.get_token()
+    assert setting in str(info.value)
+    assert not info.value.retryable
+    assert len(idp.requests) == 1
+    assert CLIENT_SECRET not in str(info.value)
+    assert "wrong-secret" not in str(info.value)
+
+
+async def test_error_description_is_short_and_never_echoes_the_secret(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    idp.script(
+        Reply(
+            status=401,
+            error="invalid_client",
+            error_description=f"secret {CLIENT_SECRET} is wrong " + "x" * 500,
+        )
+    )
+    manager = make_manager()
+    with pytest.raises(TokenError) as info:
+        await manager.get_token()
+    message = str(info.value)
+    assert CLIENT_SECRET not in message
+    assert "secret *** is wrong" in message
+    assert len(message) < 600
+
+
+async def test_response_body_is_not_copied_into_errors(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    idp.set_default(Reply(status=500, body="<html>Traceback: internal detail</html>"))
+    manager = make_manager(retry_attempts=2)
+    with pytest.raises(TokenError, match="HTTP 500") as info:
+        await manager.get_token()
+    assert "Traceback" not in str(info.value)
+    assert len(idp.requests) == 2
+
+
+async def test_malformed_json_is_a_clear_error(make_manager: ManagerFactory, idp: IdP) -> None:
+    idp.script(Reply(body="not json{"))
+    manager = make_manager()
+    with pytest.raises(TokenError, match="without a valid token response"):
+        await manager.get_token()
+    assert len(idp.requests) == 1
+
+
+async def test_expiry_falls_back_to_jwt_exp_claim(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    idp.set_default(Reply(expires_in=None))
+    manager = make_manager(refresh_buffer=300)
+    token = await manager.get_token()
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert manager.expires_at is not None
+    assert abs(manager.expires_at.timestamp() - exp) < 5
+    clock.advance(3600 - 310)
+    await manager.get_token()
+    await asyncio.sleep(0.05)
+    assert len(idp.requests) == 1, "scheduled from exp: not yet in the refresh window"
+
+
+async def test_no_expires_in_and_no_exp_is_a_clear_error(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    idp.script(Reply(expires_in=None, jwt=False))
+    manager = make_manager()
+    with pytest.raises(TokenError, match="expiry is unknown"):
+        await manager.get_token()
+
+
+async def test_non_bearer_token_type_is_refused(make_manager: ManagerFactory, idp: IdP) -> None:
+    idp.script(Reply(token_type="DPoP"))
+    manager = make_manager()
+    with pytest.raises(TokenError, match="only Bearer tokens"):
+        await manager.get_token()
+
+
+async def test_invalidate_drops_only_the_rejected_token(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    manager = make_manager()
+    old = await manager.get_token()
+    assert manager.invalidate("some-other-token") is False
+    assert await manager.get_token() == old
+    assert len(idp.requests) == 1
+    assert manager.invalidate(old) is True
+    new = await manager.get_token()
+    assert new != old
+    assert len(idp.requests) == 2
+
+
+async def test_concurrent_rejections_cause_one_refetch(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    manager = make_manager()
+    old = await manager.get_token()
+    idp.script(Reply(delay=0.1))
+
+    async def rejected_then_retry() -> str:
+        manager.invalidate(old)
+        return await manager.get_token()
+
+    tokens = await asyncio.gather(*(rejected_then_retry() for _ in range(50)))
+    assert len(set(tokens)) == 1
+    assert old not in tokens
+    assert len(idp.requests) == 2
+
+
+async def test_one_info_line_per_refresh_with_expiry(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock, logs: LogCapture
+) -> None:
+    manager = make_manager()
+    await manager.get_token()
+    clock.advance(3600)
+    await manager.get_token()
+    refreshed = [m for m in logs.messages("INFO") if m.startswith("Access token refreshed")]
+    assert len(refreshed) == 2
+    assert "valid for 3600s" in refreshed[0]
+    assert "expires at 20" in refreshed[0]
+
+
+async def test_close_cancels_refresh_in_flight(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    manager = make_manager()
+    await manager.get_token()
+    clock.advance(3600 - 100)
+    idp.set_default(Reply(hang=True))
+    await manager.get_token()
+    await settle(lambda: len(idp.requests) == 2)
+    await manager.close()
+    pending = [t for t in asyncio.all_tasks() if t.get_name() == "toolbridge-token-fetch"]
+    assert pending == []
+    with pytest.raises(RuntimeError, match="closed"):
+        await manager.get_token()
+
+
+async def test_start_warms_the_cache_and_survives_an_idp_outage(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    manager = make_manager()
+    await manager.start()
+    assert manager.last_refresh_success is True
+    assert manager.expires_at is not None
+    assert len(idp.requests) == 1
+
+    idp.set_default(Reply(status=503))
+    down = make_manager(retry_attempts=1)
+    await down.start()
+    assert down.last_refresh_success is False
+    assert down.failure_count == 1
+    assert down.expires_at is None
+
+
+async def test_seed_module_functions(idp: IdP) -> None:
+    await shutdown_token_manager()
+    with pytest.raises(RuntimeError, match="init_token_manager"):
+        await get_access_token()
+    manager = init_token_manager(
+        CLIENT_ID, CLIENT_SECRET, audience=AUDIENCE, token_url=idp.token_url
+    )
+    try:
+        assert await get_access_token() == idp.issued[0]
+        assert tm_module._token_manager is manager
+    finally:
+        await shutdown_token_manager()
+    assert tm_module._token_manager is None
+
+
+async def test_from_settings_uses_every_setting(idp: IdP) -> None:
+    settings = load_settings(
+        auth0_client_id="nasty-client",
+        auth0_client_secret=NASTY_SECRET,
+        auth0_token_url=idp.token_url,
+        auth0_scope="read:notes",
+        auth0_resource=AUDIENCE,
+        auth0_client_auth_method="client_secret_basic",
+        _env_file=None,
+    )
+    async with TokenManager.from_settings(settings) as manager:
+        await manager.get_token()
+    seen = idp.requests[0]
+    assert seen.auth_method == "client_secret_basic"
+    assert seen.form["scope"] == "read:notes"
+    assert seen.form["resource"] == AUDIENCE
+
+
+def test_from_settings_refuses_other_modes() -> None:
+    with pytest.raises(ValueError, match="not configured"):
+        TokenManager.from_settings(load_settings(_env_file=None))
+
+
+def test_manager_needs_an_endpoint() -> None:
+    with pytest.raises(ValueError, match="domain or a token_url"):
+        TokenManager(CLIENT_ID, CLIENT_SECRET)

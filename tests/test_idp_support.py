@@ -3,40 +3,17 @@
 import asyncio
 import base64
 import time
-from collections.abc import Iterator
 from urllib.parse import quote_plus
 
 import httpx
 import jwt
 import pytest
 
+from tests.conftest import NASTY_SECRET
+from tests.support.clock import settle
 from tests.support.idp import IdP, Reply
 
-NASTY_SECRET = "p@ss+w/rd%&=:x"
 FORM = {"grant_type": "client_credentials", "client_id": "test-client"}
-
-
-@pytest.fixture(scope="module")
-def shared_idp() -> Iterator[IdP]:
-    """One server for the cheap cases; RSA keygen and uvicorn startup dominate runtime."""
-    with IdP(clients={"test-client": "test-secret", "c": NASTY_SECRET}) as idp:
-        yield idp
-
-
-@pytest.fixture
-def idp(shared_idp: IdP) -> Iterator[IdP]:
-    shared_idp.reset()
-    yield shared_idp
-    shared_idp.release()
-
-
-async def wait_for_requests(idp: IdP, count: int) -> None:
-    """Poll, since the IdP records requests on its own thread."""
-    for _ in range(400):
-        if len(idp.requests) >= count:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"IdP saw {len(idp.requests)} of {count} requests")
 
 
 def basic(client_id: str, secret: str) -> str:
@@ -76,11 +53,11 @@ def test_json_post_issues_verifiable_jwt(idp: IdP) -> None:
 
 
 def test_basic_auth_with_nasty_secret(idp: IdP) -> None:
-    headers = {"Authorization": basic("c", NASTY_SECRET)}
+    headers = {"Authorization": basic("nasty-client", NASTY_SECRET)}
     resp = httpx.post(idp.token_url, data={"grant_type": "client_credentials"}, headers=headers)
     assert resp.status_code == 200, resp.text
     (seen,) = idp.requests
-    assert (seen.auth_method, seen.client_id) == ("client_secret_basic", "c")
+    assert (seen.auth_method, seen.client_id) == ("client_secret_basic", "nasty-client")
 
 
 def test_both_auth_methods_rejected(idp: IdP) -> None:
@@ -138,7 +115,7 @@ async def test_hang_until_release(idp: IdP) -> None:
         task = asyncio.create_task(
             client.post(idp.token_url, data={**FORM, "client_secret": "test-secret"})
         )
-        await wait_for_requests(idp, 1)
+        await settle(lambda: len(idp.requests) >= 1)
         await asyncio.sleep(0.05)
         assert not task.done()
         idp.release()
@@ -165,7 +142,7 @@ async def test_stop_returns_while_request_hangs() -> None:
         task = asyncio.create_task(
             client.post(idp.token_url, data={**FORM, "client_secret": "test-secret"})
         )
-        await wait_for_requests(idp, 1)
+        await settle(lambda: len(idp.requests) >= 1)
         began = time.monotonic()
         idp.stop()
         assert time.monotonic() - began < 2.0

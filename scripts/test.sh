@@ -3,5 +3,4 @@
 # environment from uv.lock, then runs pytest (extra arguments go to pytest).
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
-export FASTMCP_CHECK_FOR_UPDATES=off
 exec uv run --frozen --no-sync pytest "$@"

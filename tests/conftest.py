@@ -37,14 +37,14 @@ def tls_idp_server() -> Iterator[IdP]:
 def idp(idp_server: IdP) -> Iterator[IdP]:
     idp_server.reset()
     yield idp_server
-    idp_server.release()
+    idp_server.drain()
 
 
 @pytest.fixture
 def tls_idp(tls_idp_server: IdP) -> Iterator[IdP]:
     tls_idp_server.reset()
     yield tls_idp_server
-    tls_idp_server.release()
+    tls_idp_server.drain()
 
 
 @pytest.fixture

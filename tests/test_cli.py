@@ -63,6 +63,20 @@ def test_token_json_with_show_token(tmp_path: Path, idp: IdP) -> None:
     assert report["token_endpoint"] == idp.token_url
 
 
+def test_token_describes_an_opaque_token_from_the_response(tmp_path: Path, idp: IdP) -> None:
+    """Not every IdP issues JWTs: for an opaque token the scopes come from the token
+    response and the audience from the settings."""
+    idp.set_default(Reply(jwt=False))
+    result = run_cli(tmp_path, "token", "--json", **credentials(idp))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["format"] == "opaque (not a JWT)"
+    assert report["scopes"] == "read:notes write:notes"
+    assert report["audience"] == AUDIENCE
+    assert report["subject"] == "-"
+    assert "access_token" not in report
+
+
 def test_token_failure_exits_non_zero_with_the_setting_to_fix(tmp_path: Path, idp: IdP) -> None:
     env = credentials(idp, TOOLBRIDGE_AUTH0_CLIENT_SECRET="wrong-secret")
     result = run_cli(tmp_path, "token", **env)

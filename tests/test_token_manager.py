@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import gc
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -89,9 +92,9 @@ async def test_client_secret_basic_form_encodes_id_and_secret(
     assert seen.auth_method == "client_secret_basic"
     assert seen.client_id == "nasty-client"
     assert "client_secret" not in seen.form
-    assert "%40" in seen.headers["authorization"] or seen.headers["authorization"].startswith(
-        "Basic "
-    )
+    scheme, _, encoded = seen.headers["authorization"].partition(" ")
+    assert scheme == "Basic"
+    assert base64.b64decode(encoded).decode() == "nasty-client:p%40ss%2Bw%2Frd%25%26%3D%3Ax"
 
 
 async def test_scope_and_resource_are_sent(make_manager: ManagerFactory, idp: IdP) -> None:
@@ -153,11 +156,73 @@ async def test_short_lived_token_is_cached_and_refreshed_at_half_life(
     clock.advance(29)
     for _ in range(10):
         assert await manager.get_token() == first
-    assert len(idp.requests) == 1
+    await asyncio.sleep(0.05)
+    assert len(idp.requests) == 1, "a 300 s buffer on a 60 s token is capped at half its life"
     clock.advance(2)
     assert await manager.get_token() == first
     await settle(lambda: manager.refresh_count == 2)
     assert await manager.get_token() == idp.issued[1]
+
+
+async def test_very_short_lived_token_is_still_cached(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    """The 10 s expiry margin shrinks to a tenth of the lifetime, so a 5 s token is reused
+    instead of being fetched again on every call."""
+    idp.set_default(Reply(expires_in=5))
+    manager = make_manager()
+    first = await manager.get_token()
+    clock.advance(2)
+    assert await manager.get_token() == first
+    assert len(idp.requests) == 1
+
+
+async def test_token_is_not_handed_out_in_its_last_ten_seconds(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    """Even with no refresh buffer, a token is replaced 10 s before it expires: one handed
+    out later could expire in transit or at an API whose clock runs ahead."""
+    manager = make_manager(refresh_buffer=0)
+    old = await manager.get_token()
+    clock.advance(3600 - 11)
+    assert await manager.get_token() == old
+    assert len(idp.requests) == 1
+    clock.advance(1)
+    assert await manager.get_token() == idp.issued[1] != old
+
+
+async def test_lifetime_counts_from_when_the_request_was_sent(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    """A slow answer must not stretch the token's life: expires_in counts from the request,
+    so the token is not handed out once that much time has passed since sending it."""
+    idp.script(Reply(hang=True))
+    manager = make_manager()
+    first = asyncio.create_task(manager.get_token())
+    await settle(lambda: len(idp.requests) == 1)
+    clock.advance(100)
+    idp.release()
+    old = await first
+    clock.advance(3600 - 100)
+    assert await manager.get_token() == idp.issued[1] != old
+
+
+async def test_cancelled_caller_does_not_cancel_the_shared_request(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    """A caller that gives up (its own request was cancelled) must not cancel the token
+    request that other callers are waiting on."""
+    idp.script(Reply(hang=True))
+    manager = make_manager()
+    quitter = asyncio.create_task(manager.get_token())
+    stayer = asyncio.create_task(manager.get_token())
+    await settle(lambda: len(idp.requests) == 1)
+    quitter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await quitter
+    idp.release()
+    assert await stayer == idp.issued[0]
+    assert len(idp.requests) == 1
 
 
 async def test_expired_token_makes_callers_wait_for_the_new_one(
@@ -219,8 +284,140 @@ async def test_valid_token_is_served_while_idp_hangs(
     assert await manager.get_token() == old
 
 
-async def test_expired_token_and_failing_idp_is_an_error(
+class _LowestDraw:
+    """Stands in for ``random`` in the token manager: records each jitter range and
+    returns its lower end, so backoff delays are exact."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[float, float]] = []
+
+    def uniform(self, low: float, high: float) -> float:
+        self.ranges.append((low, high))
+        return low
+
+
+async def test_background_retries_back_off_exponentially_with_jitter(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed background refreshes wait a random time in [ceiling/2, ceiling]; the ceiling
+    doubles per failure up to background_retry_max, so replicas neither hammer a struggling
+    IdP nor retry in lockstep."""
+    draws = _LowestDraw()
+    monkeypatch.setattr(tm_module, "random", draws)
+    manager = make_manager(retry_attempts=1, background_retry_max=4.0)
+    old = await manager.get_token()
+    idp.set_default(Reply(status=503))
+    clock.advance(3600 - 200)
+    for failures, wait in enumerate((0.5, 1.0, 2.0, 2.0), start=1):
+        assert await manager.get_token() == old
+        await settle(lambda: manager.failure_count == failures)  # noqa: B023 - awaited here
+        clock.advance(wait - 0.1)
+        assert await manager.get_token() == old
+        await asyncio.sleep(0.05)
+        assert len(idp.requests) == 1 + failures, f"retried before {wait}s"
+        clock.advance(0.2)
+    assert draws.ranges == [(0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (2.0, 4.0)]
+
+
+async def test_background_retry_after_zero_does_not_cause_a_hot_loop(
     make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    """Retry-After only sets a floor: "0" must not cancel the backoff between background
+    attempts."""
+    manager = make_manager(retry_attempts=1)
+    old = await manager.get_token()
+    idp.set_default(Reply(status=503, retry_after="0"))
+    clock.advance(3600 - 200)
+    assert await manager.get_token() == old
+    await settle(lambda: manager.failure_count == 1)
+    for _ in range(50):
+        assert await manager.get_token() == old
+    await asyncio.sleep(0.05)
+    assert len(idp.requests) == 2
+
+
+async def test_background_retry_after_is_capped_at_five_minutes(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    """An IdP asking for an hour of silence must not stall refreshing a day-long token for
+    that hour; the background cool-down is capped at 300 s."""
+    idp.set_default(Reply(expires_in=86400))
+    manager = make_manager(refresh_buffer=7200, deadline=1.0)
+    old = await manager.get_token()
+    idp.set_default(Reply(status=429, retry_after="3600"))
+    clock.advance(86400 - 7000)
+    assert await manager.get_token() == old
+    await settle(lambda: manager.failure_count == 1)
+    clock.advance(299)
+    assert await manager.get_token() == old
+    await asyncio.sleep(0.05)
+    assert len(idp.requests) == 2
+    clock.advance(2)
+    assert await manager.get_token() == old
+    await settle(lambda: len(idp.requests) == 3)
+
+
+async def test_cool_down_never_serves_a_token_past_its_usable_time(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    """A Retry-After longer than the current token has left must not keep that token in
+    service past its expiry margin; the next caller waits for a new one instead."""
+    manager = make_manager(deadline=1.0)
+    old = await manager.get_token()
+    clock.advance(3600 - 60)
+    idp.script(Reply(status=429, retry_after="120"))
+    assert await manager.get_token() == old
+    await settle(lambda: manager.failure_count == 1)
+    clock.advance(55)
+    assert await manager.get_token() == idp.issued[1] != old
+
+
+async def test_health_properties_track_failure_and_recovery(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    """Health checks read these: a failure is timestamped and explained, and the next
+    success clears the error."""
+    manager = make_manager(retry_attempts=1)
+    assert manager.last_refresh_at is None
+    assert manager.last_refresh_success is None
+    await manager.get_token()
+    succeeded_at = manager.last_refresh_at
+    assert succeeded_at is not None
+    idp.set_default(Reply(status=503, error="temporarily_unavailable"))
+    clock.advance(3600 - 200)
+    await manager.get_token()
+    await settle(lambda: manager.failure_count == 1)
+    assert manager.last_refresh_at is not None
+    assert manager.last_refresh_at > succeeded_at
+    assert manager.last_refresh_success is False
+    assert manager.last_error == "HTTP 503 temporarily_unavailable"
+    idp.set_default(Reply())
+    clock.advance(2)
+    await manager.get_token()
+    await settle(lambda: manager.failure_count == 0)
+    assert manager.last_refresh_success is True
+    assert manager.last_error is None
+    assert manager.refresh_count == 2
+
+
+async def test_failed_background_refresh_is_not_reported_again_by_asyncio(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock, logs: LogCapture
+) -> None:
+    """Nobody awaits a background refresh; its failure is logged once by the manager, not
+    again by asyncio as "Task exception was never retrieved" with a traceback."""
+    manager = make_manager(retry_attempts=1)
+    await manager.get_token()
+    idp.set_default(Reply(status=503))
+    clock.advance(3600 - 200)
+    await manager.get_token()
+    await settle(lambda: manager.failure_count == 1)
+    await asyncio.sleep(0)
+    gc.collect()
+    assert not any("never retrieved" in line for line in logs.lines)
+
+
+async def test_expired_token_and_failing_idp_is_an_error(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock, logs: LogCapture
 ) -> None:
     manager = make_manager(retry_attempts=2)
     await manager.get_token()
@@ -230,6 +427,9 @@ async def test_expired_token_and_failing_idp_is_an_error(
         await manager.get_token()
     assert manager.failure_count == 1
     assert manager.expires_at is not None
+    errors = logs.messages("ERROR")
+    assert any(e.startswith("No access token: ") for e in errors)
+    assert not any("still serving" in e for e in errors), "the expired token is not served"
 
 
 async def test_cold_caller_against_hung_idp_fails_within_one_deadline(
@@ -260,6 +460,32 @@ async def test_unreachable_idp_is_retried_then_reported(clock: FakeClock) -> Non
             await manager.get_token()
     assert info.value.retryable
     assert manager.failure_count == 1
+
+
+@pytest.mark.parametrize("status", [408, 500, 503])
+async def test_transient_statuses_are_retried(
+    make_manager: ManagerFactory, idp: IdP, status: int
+) -> None:
+    """A request timeout or a server error is worth another attempt; the caller gets the
+    token from the retry instead of an error."""
+    idp.script(Reply(status=status))
+    manager = make_manager()
+    assert await manager.get_token() == idp.issued[0]
+    assert len(idp.requests) == 2
+
+
+async def test_stuck_request_times_out_and_is_retried(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    """One stuck request ends at the manager's HTTP timeout, even on an injected client
+    with a longer one, and is retried within the deadline rather than failing the caller."""
+    idp.script(Reply(hang=True))
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        manager = make_manager(http_client=http, timeout=0.2, deadline=2.0)
+        assert await manager.get_token() == idp.issued[0]
+    assert len(idp.requests) == 2
+    idp.release()
+    await settle(lambda: len(idp.issued) == 2)  # the abandoned request, before the next test
 
 
 async def test_429_retry_after_is_honoured(make_manager: ManagerFactory, idp: IdP) -> None:
@@ -319,6 +545,7 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
         ({"audience": "https://other.example"}, None, "TOOLBRIDGE_AUTH0_AUDIENCE"),
         ({}, Reply(status=400, error="unauthorized_client"), "Client Credentials grant"),
         ({}, Reply(status=400, error="invalid_scope"), "TOOLBRIDGE_AUTH0_SCOPE"),
+        ({}, Reply(status=403, error="invalid_scope"), "TOOLBRIDGE_AUTH0_SCOPE"),
         ({}, Reply(status=403), "TOOLBRIDGE_AUTH0_AUDIENCE"),
         ({}, Reply(status=404, body="Not Found"), "TOOLBRIDGE_AUTH0_TOKEN_URL"),
     ],
@@ -361,6 +588,39 @@ async def test_error_description_is_short_and_never_echoes_the_secret(
     assert len(message) < 600
 
 
+async def test_secret_cut_by_the_description_limit_is_still_redacted(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    """A secret echoed across the 200-character cut must not leak its first part."""
+    idp.script(
+        Reply(status=401, error="invalid_client", error_description="x" * 190 + CLIENT_SECRET)
+    )
+    manager = make_manager()
+    with pytest.raises(TokenError) as info:
+        await manager.get_token()
+    assert CLIENT_SECRET[:-1] not in str(info.value)
+
+
+async def test_error_description_cannot_forge_log_lines(
+    make_manager: ManagerFactory, idp: IdP
+) -> None:
+    """Control characters from the IdP are dropped, so its error text cannot start a fake
+    log line or send terminal escapes."""
+    idp.script(
+        Reply(
+            status=400,
+            error="invalid_request",
+            error_description="bad audience\nERROR | forged\r\x1b[2J",
+        )
+    )
+    manager = make_manager()
+    with pytest.raises(TokenError) as info:
+        await manager.get_token()
+    message = str(info.value)
+    assert "bad audienceERROR | forged[2J" in message
+    assert not any(c in message for c in "\n\r\x1b")
+
+
 async def test_response_body_is_not_copied_into_errors(
     make_manager: ManagerFactory, idp: IdP
 ) -> None:
@@ -375,7 +635,7 @@ async def test_response_body_is_not_copied_into_errors(
 async def test_malformed_json_is_a_clear_error(make_manager: ManagerFactory, idp: IdP) -> None:
     idp.script(Reply(body="not json{"))
     manager = make_manager()
-    with pytest.raises(TokenError, match="without a valid token response"):
+    with pytest.raises(TokenError, match="no JSON token response"):
         await manager.get_token()
     assert len(idp.requests) == 1
 
@@ -395,6 +655,16 @@ async def test_expiry_falls_back_to_jwt_exp_claim(
     assert len(idp.requests) == 1, "scheduled from exp: not yet in the refresh window"
 
 
+async def test_already_expired_jwt_is_a_clear_error(make_manager: ManagerFactory, idp: IdP) -> None:
+    """Without expires_in the expiry comes from exp; an exp in the past (a wrong IdP clock)
+    must fail loudly instead of handing out a dead token."""
+    expired = jwt.encode({"exp": int(time.time()) - 60}, "k" * 32, algorithm="HS256")
+    idp.script(Reply(body=json.dumps({"access_token": expired, "token_type": "Bearer"})))
+    manager = make_manager()
+    with pytest.raises(TokenError, match="already expired"):
+        await manager.get_token()
+
+
 async def test_no_expires_in_and_no_exp_is_a_clear_error(
     make_manager: ManagerFactory, idp: IdP
 ) -> None:
@@ -409,6 +679,13 @@ async def test_non_bearer_token_type_is_refused(make_manager: ManagerFactory, id
     manager = make_manager()
     with pytest.raises(TokenError, match="only Bearer tokens"):
         await manager.get_token()
+
+
+async def test_token_type_is_case_insensitive(make_manager: ManagerFactory, idp: IdP) -> None:
+    """RFC 6749 §5.1: token_type is case-insensitive, and some servers send "bearer"."""
+    idp.script(Reply(token_type="bearer"))
+    manager = make_manager()
+    assert await manager.get_token() == idp.issued[0]
 
 
 async def test_invalidate_drops_only_the_rejected_token(
@@ -467,6 +744,7 @@ async def test_close_cancels_refresh_in_flight(
     await manager.close()
     pending = [t for t in asyncio.all_tasks() if t.get_name() == "toolbridge-token-fetch"]
     assert pending == []
+    assert manager.failure_count == 0, "the refresh was cancelled, not waited out until it failed"
     with pytest.raises(RuntimeError, match="closed"):
         await manager.get_token()
 
@@ -521,6 +799,76 @@ async def test_from_settings_uses_every_setting(idp: IdP) -> None:
     assert seen.form["resource"] == AUDIENCE
 
 
+async def test_from_settings_applies_audience_buffer_and_deadline(
+    idp: IdP, clock: FakeClock
+) -> None:
+    """TOOLBRIDGE_AUTH0_AUDIENCE, TOOLBRIDGE_TOKEN_REFRESH_BUFFER_SECONDS and
+    TOOLBRIDGE_TOKEN_REQUEST_DEADLINE_SECONDS must reach the manager, or setting them
+    silently does nothing."""
+    settings = load_settings(
+        auth0_client_id=CLIENT_ID,
+        auth0_client_secret=CLIENT_SECRET,
+        auth0_token_url=idp.token_url,
+        auth0_audience=AUDIENCE,
+        token_refresh_buffer_seconds=60,
+        token_request_deadline_seconds=0.3,
+        _env_file=None,
+    )
+    async with TokenManager.from_settings(settings, clock=clock) as manager:
+        old = await manager.get_token()
+        assert idp.requests[0].form["audience"] == AUDIENCE
+        clock.advance(3600 - 61)
+        assert await manager.get_token() == old
+        await asyncio.sleep(0.05)
+        assert len(idp.requests) == 1, "not yet inside a 60 s refresh buffer"
+        idp.set_default(Reply(hang=True))
+        clock.advance(61)
+        with pytest.raises(TokenError, match=r"within 0\.3s"):
+            await manager.get_token()
+    idp.release()
+    await settle(lambda: len(idp.issued) == 2)  # the abandoned request, before the next test
+
+
+async def test_from_settings_applies_the_http_timeout(idp: IdP, clock: FakeClock) -> None:
+    """TOOLBRIDGE_AUTH0_TIMEOUT_SECONDS bounds each attempt, so a stuck request is retried
+    well within the overall deadline."""
+    settings = load_settings(
+        auth0_client_id=CLIENT_ID,
+        auth0_client_secret=CLIENT_SECRET,
+        auth0_token_url=idp.token_url,
+        auth0_timeout_seconds=0.2,
+        token_request_deadline_seconds=2,
+        _env_file=None,
+    )
+    idp.script(Reply(hang=True))
+    async with TokenManager.from_settings(
+        settings, clock=clock, retry_wait_initial=0.01
+    ) as manager:
+        assert await manager.get_token() == idp.issued[0]
+    assert len(idp.requests) == 2
+    idp.release()
+    await settle(lambda: len(idp.issued) == 2)  # the abandoned request, before the next test
+
+
+async def test_close_releases_its_own_http_client(
+    make_manager: ManagerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manager that created its HTTP client closes it, so no connection outlives it."""
+    closed: list[httpx.AsyncClient] = []
+    aclose = httpx.AsyncClient.aclose
+
+    async def recording_aclose(client: httpx.AsyncClient) -> None:
+        closed.append(client)
+        await aclose(client)
+
+    monkeypatch.setattr(httpx.AsyncClient, "aclose", recording_aclose)
+    manager = make_manager()
+    await manager.get_token()
+    await manager.close()
+    assert len(closed) == 1
+    assert closed[0].is_closed
+
+
 def test_from_settings_refuses_other_modes() -> None:
     with pytest.raises(ValueError, match="not configured"):
         TokenManager.from_settings(load_settings(_env_file=None))
@@ -529,3 +877,38 @@ def test_from_settings_refuses_other_modes() -> None:
 def test_manager_needs_an_endpoint() -> None:
     with pytest.raises(ValueError, match="domain or a token_url"):
         TokenManager(CLIENT_ID, CLIENT_SECRET)
+
+
+async def test_invalid_expires_in_names_the_field(make_manager: ManagerFactory, idp: IdP) -> None:
+    """A 200 with a nonsensical lifetime says what is wrong, not "check the URL"."""
+    idp.script(Reply(expires_in=0))
+    manager = make_manager()
+    with pytest.raises(TokenError, match="invalid expires_in in its token response"):
+        await manager.get_token()
+
+
+class _ExplodingTransport(httpx.AsyncBaseTransport):
+    """A fault no IdP produces: the HTTP stack itself fails with a non-httpx error."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(f"boom for {CLIENT_SECRET}")
+
+
+async def test_unexpected_failure_is_counted_logged_and_redacted(
+    clock: FakeClock, logs: LogCapture
+) -> None:
+    async with (
+        httpx.AsyncClient(transport=_ExplodingTransport()) as http,
+        TokenManager(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            token_url="https://127.0.0.1:9/oauth/token",
+            http_client=http,
+            clock=clock,
+        ) as manager,
+    ):
+        with pytest.raises(TokenError, match="unexpectedly: RuntimeError: boom for \\*\\*\\*"):
+            await manager.get_token()
+        assert manager.failure_count == 1
+        assert manager.last_refresh_success is False
+    assert any("unexpectedly: RuntimeError" in m for m in logs.messages("ERROR"))

@@ -160,6 +160,7 @@ class IdP:
         self._default = Reply()
         self._requests: list[Seen] = []
         self._issued: list[str] = []
+        self._busy = 0
 
         self._server = ServerThread(
             self._app(), tls_ca=self.ca, on_close=self._begin_close, name="toolbridge-fake-idp"
@@ -243,6 +244,19 @@ class IdP:
         with self._lock:
             return list(self._issued)
 
+    def drain(self, timeout: float = 3.0) -> None:
+        """Release hanging requests and wait until every request has been answered, so a
+        late answer cannot issue a token after the next test's reset()."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.release()
+            with self._lock:
+                if self._busy == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake IdP still answering requests after drain()")
+            time.sleep(0.005)
+
     def reset(self) -> None:
         with self._lock:
             self._requests.clear()
@@ -276,6 +290,16 @@ class IdP:
         return JSONResponse(self.jwks)
 
     async def _token(self, request: Request) -> Response:
+        """Counts requests in progress, so a test can wait until none is left (drain)."""
+        with self._lock:
+            self._busy += 1
+        try:
+            return await self._answer(request)
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+    async def _answer(self, request: Request) -> Response:
         at = time.monotonic()
         raw = await request.body()
         content_type = request.headers.get("content-type", "")

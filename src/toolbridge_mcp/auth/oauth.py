@@ -178,11 +178,16 @@ class ClientCredentialsGrant:
             raise self._error(response)
         try:
             token = TokenResponse.model_validate_json(response.content)
-        except ValidationError:
+        except ValidationError as exc:
+            fields = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
+            problem = (
+                f"invalid {', '.join(fields)} in its token response"
+                if fields and exc.errors()[0]["type"] != "json_invalid"
+                else "no JSON token response (is this the token endpoint? check "
+                "TOOLBRIDGE_AUTH0_TOKEN_URL or TOOLBRIDGE_AUTH0_DOMAIN)"
+            )
             raise TokenError(
-                f"The token endpoint {self.token_url} answered 200 without a valid token "
-                "response (expected JSON with access_token): check TOOLBRIDGE_AUTH0_TOKEN_URL "
-                "or TOOLBRIDGE_AUTH0_DOMAIN",
+                f"The token endpoint {self.token_url} answered 200 with {problem}",
                 status_code=response.status_code,
             ) from None
         if token.token_type.lower() != "bearer":
@@ -199,7 +204,9 @@ class ClientCredentialsGrant:
         status = response.status_code
         code, description = _oauth_error(response)
         if description:
+            # Redact before shortening, so a secret cut at the limit cannot leak in part.
             description = description.replace(self.client_secret.get_secret_value(), "***")
+            description = "".join(c for c in description if c.isprintable())[:_MAX_DESCRIPTION]
         retryable = status in {408, 429} or status >= 500
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         detail = " ".join(p for p in (code, f"({description})" if description else None) if p)
@@ -224,7 +231,7 @@ class ClientCredentialsGrant:
 
 
 def _oauth_error(response: httpx.Response) -> tuple[str | None, str | None]:
-    """The RFC 6749 §5.2 ``error`` and a short, printable ``error_description``, if any."""
+    """The RFC 6749 §5.2 ``error`` code and ``error_description``, if the body has them."""
     try:
         body = response.json()
     except ValueError:
@@ -233,11 +240,7 @@ def _oauth_error(response: httpx.Response) -> tuple[str | None, str | None]:
         return None, None
     code, description = body.get("error"), body.get("error_description")
     code = code if isinstance(code, str) and code.isprintable() and len(code) <= 64 else None
-    if isinstance(description, str):
-        description = "".join(c for c in description if c.isprintable())[:_MAX_DESCRIPTION]
-    else:
-        description = None
-    return code, description
+    return code, description if isinstance(description, str) else None
 
 
 def unverified_claims(token: str) -> dict[str, Any]:

@@ -277,6 +277,13 @@ class TokenManager:
         except TokenError as exc:
             self._record_failure(exc)
             raise
+        except Exception as exc:
+            # Not the IdP's doing (a bad URL, a bug): still counted and logged, never silent
+            # in a background refresh. Type and message only: a traceback could show locals.
+            detail = str(exc).replace(self._grant.client_secret.get_secret_value(), "***")
+            error = TokenError(f"Token request failed unexpectedly: {type(exc).__name__}: {detail}")
+            self._record_failure(error)
+            raise error from None
         finally:
             self._inflight = None
         self._install(token)
@@ -389,7 +396,7 @@ class TokenManager:
     def _background_delay(self, exc: TokenError) -> float:
         """Capped exponential backoff with jitter between failed background refreshes,
         never shorter than the server's ``Retry-After``."""
-        ceiling = min(self._background_retry_max, 2.0 ** (self._failure_count - 1))
+        ceiling = min(self._background_retry_max, 2.0 ** min(self._failure_count - 1, 16))
         delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
         if exc.retry_after is not None:
             delay = max(delay, min(exc.retry_after, _RETRY_AFTER_CAP))

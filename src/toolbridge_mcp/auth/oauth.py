@@ -158,18 +158,14 @@ class ClientCredentialsGrant:
             response = await client.post(
                 self.token_url, timeout=http_timeout, **self._request_args()
             )
-        except httpx.TimeoutException as exc:
-            raise TokenError(
-                f"Token request to {self.token_url} timed out ({type(exc).__name__})",
-                retryable=True,
-                cause=type(exc).__name__,
-            ) from None
         except httpx.TransportError as exc:
-            raise TokenError(
-                f"Cannot reach the token endpoint {self.token_url}: {type(exc).__name__}",
-                retryable=True,
-                cause=type(exc).__name__,
-            ) from None
+            cause = type(exc).__name__
+            message = (
+                f"Token request to {self.token_url} timed out ({cause})"
+                if isinstance(exc, httpx.TimeoutException)
+                else f"Cannot reach the token endpoint {self.token_url}: {cause}"
+            )
+            raise TokenError(message, retryable=True, cause=cause) from None
         return self.parse(response)
 
     def parse(self, response: httpx.Response) -> IssuedToken:

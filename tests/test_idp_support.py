@@ -2,7 +2,6 @@
 
 import asyncio
 import base64
-import time
 from urllib.parse import quote_plus
 
 import httpx
@@ -143,8 +142,8 @@ async def test_stop_returns_while_request_hangs() -> None:
             client.post(idp.token_url, data={**FORM, "client_secret": "test-secret"})
         )
         await settle(lambda: len(idp.requests) >= 1)
-        began = time.monotonic()
         idp.stop()
-        assert time.monotonic() - began < 2.0
         resp = await asyncio.wait_for(task, 2)
-    assert resp.status_code == 200
+        assert resp.status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            await client.post(idp.token_url, data=FORM)

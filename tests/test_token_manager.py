@@ -437,12 +437,10 @@ async def test_cold_caller_against_hung_idp_fails_within_one_deadline(
 ) -> None:
     idp.set_default(Reply(hang=True))
     manager = make_manager(deadline=0.5, timeout=10.0)
-    started = time.monotonic()
     with pytest.raises(TokenError, match=r"within 0\.5s") as info:
         await manager.get_token()
-    elapsed = time.monotonic() - started
     assert "TOOLBRIDGE_TOKEN_REQUEST_DEADLINE_SECONDS" in str(info.value)
-    assert elapsed < 10.0, "the deadline, not the 10 s HTTP timeout, ends the wait"
+    assert info.value.cause == "deadline exceeded", "the deadline, not the HTTP timeout, ended it"
     assert len(idp.requests) == 1
 
 

@@ -1,0 +1,1 @@
+"""The ToolBridge REST API: a Python implementation of the backend contract."""

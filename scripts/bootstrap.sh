@@ -9,7 +9,10 @@ if ! command -v uv >/dev/null 2>&1; then
       || python3 -m pip install --quiet "uv>=0.13" 2>/dev/null \
       || python3 -m pip install --quiet --user --break-system-packages "uv>=0.13"
   fi
-  uv() { python3 -m uv "$@"; }
+  # pip --user puts the uv binary in the user scripts folder, which may not be on PATH.
+  PATH="$(python3 -c 'import os, sysconfig; print(sysconfig.get_path("scripts", os.name + "_user"))'):$PATH"
+  export PATH
+  command -v uv >/dev/null 2>&1 || uv() { python3 -m uv "$@"; }
 fi
 # Trust the platform's certificate store, as pip does (proxies with their own CA).
 export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}"

@@ -3,4 +3,4 @@
 # environment from uv.lock, then runs pytest (extra arguments go to pytest).
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
-exec uv run --frozen --no-sync pytest "$@"
+uv run --frozen --no-sync pytest "$@"

@@ -1,0 +1,127 @@
+"""One call that turns request headers into a Principal or a refusal.
+
+Order matters: cheap syntax checks first, then the tenant headers, then the token (which may
+need the identity provider), and the rate limit last, so that unauthenticated floods never
+spend a real user's budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from loguru import logger
+
+from toolbridge_api.security.headers import header_value
+from toolbridge_api.security.principal import (
+    AuthError,
+    Principal,
+    checked_tenant_id,
+    checked_user_id,
+)
+from toolbridge_api.security.ratelimit import RateLimiter
+from toolbridge_api.security.tenant import TENANT_HEADER, TenantVerifier
+from toolbridge_api.security.tokens import TokenVerifier
+
+DEBUG_SUB_HEADER = "X-Debug-Sub"
+DEFAULT_TENANT = "default"
+_WARNED_DEBUG_USERS_MAX = 1_000
+
+
+class Authenticator:
+    """Authenticates requests: bearer token (or, in debug mode, ``X-Debug-Sub``), tenant,
+    and per-(tenant, user) rate limit. Every refusal is an ``AuthError``."""
+
+    def __init__(
+        self,
+        *,
+        tokens: TokenVerifier,
+        tenants: TenantVerifier | None,
+        rate_limiter: RateLimiter | None,
+        debug_sub_enabled: bool = False,
+    ) -> None:
+        self.tokens = tokens
+        self.tenants = tenants
+        self.rate_limiter = rate_limiter
+        self.debug_sub_enabled = debug_sub_enabled
+        self._warned_debug_users: set[str] = set()
+        if debug_sub_enabled:
+            logger.warning(
+                "DEBUG MODE: {} is enabled, so any caller without a token can act as ANY user. "
+                "Never enable it outside local development.",
+                DEBUG_SUB_HEADER,
+            )
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        """The caller, or ``AuthError`` 401/403 (identity), 503 (JWKS down), 429 (rate)."""
+        token = self._bearer(headers)
+        debug_sub = header_value(headers, DEBUG_SUB_HEADER) if token is None else None
+        tenant_id = self._tenant(headers)
+        if token is not None:
+            user_id = await self.tokens.verify(token)
+        else:
+            assert debug_sub is not None
+            user_id = self._debug_user(debug_sub)
+        principal = Principal(tenant_id=tenant_id, user_id=user_id)
+        if self.rate_limiter is not None:
+            wait = self.rate_limiter.hit(f"{tenant_id}\x00{user_id}")
+            if wait is not None:
+                limiter = self.rate_limiter
+                raise AuthError(
+                    429,
+                    f"rate limit exceeded ({limiter.requests} requests per "
+                    f"{limiter.window_seconds:g} s, burst {limiter.burst}); "
+                    f"retry after {wait:.1f} s",
+                    retry_after=wait,
+                )
+        return principal
+
+    async def aclose(self) -> None:
+        """Release the token verifier's connections."""
+        await self.tokens.aclose()
+
+    def _bearer(self, headers: Mapping[str, str]) -> str | None:
+        """The bearer token, or None when debug mode may answer instead."""
+        authorization = header_value(headers, "Authorization")
+        if authorization is None or not authorization.strip():
+            if header_value(headers, DEBUG_SUB_HEADER) is None:
+                raise AuthError(
+                    401, "missing Authorization header: send Authorization: Bearer <access token>"
+                )
+            if not self.debug_sub_enabled:
+                raise AuthError(
+                    401,
+                    f"{DEBUG_SUB_HEADER} is refused: debug mode is off on this server; "
+                    "send Authorization: Bearer <access token>",
+                )
+            return None
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise AuthError(
+                401, "Authorization must use the Bearer scheme: Authorization: Bearer <token>"
+            )
+        token = credentials.strip()
+        if not token or any(c.isspace() for c in token):
+            raise AuthError(401, "Authorization: Bearer must be followed by exactly one token")
+        return token
+
+    def _tenant(self, headers: Mapping[str, str]) -> str:
+        if self.tenants is not None:
+            return self.tenants.verify(headers)
+        claimed = header_value(headers, TENANT_HEADER)
+        if claimed is None:
+            return DEFAULT_TENANT
+        return checked_tenant_id(claimed.strip(), source=TENANT_HEADER)
+
+    def _debug_user(self, value: str) -> str:
+        user_id = checked_user_id(value.strip(), source=DEBUG_SUB_HEADER)
+        if user_id not in self._warned_debug_users:
+            if len(self._warned_debug_users) < _WARNED_DEBUG_USERS_MAX:
+                self._warned_debug_users.add(user_id)
+            logger.warning(
+                "{} used: request authenticated as {!r} WITHOUT a token (debug mode)",
+                DEBUG_SUB_HEADER,
+                user_id,
+            )
+        else:
+            logger.debug("{} request as {!r} (debug mode)", DEBUG_SUB_HEADER, user_id)
+        return user_id

@@ -1,0 +1,258 @@
+"""Access-token verification: RS256 against the identity provider's JWKS, HS256 for dev.
+
+Why it is shaped this way: the algorithm is chosen by what the server is configured for,
+never by the token alone. An RS256 token is checked only with an RSA key from the JWKS; an
+HS256 token only with the configured dev secret (and refused when none is set), so a token
+"signed" with the public key as an HMAC secret can never verify. Keys are cached; an unknown
+``kid`` triggers one refetch (key rotation) that is single-flight and at most once per
+interval, so a flood of forged tokens cannot hammer the identity provider, and an outage of
+the provider leaves the cached keys serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import jwt
+from loguru import logger
+from pydantic import SecretStr
+
+from toolbridge_api.security.principal import AuthError, checked_user_id
+
+_MAX_TOKEN_LENGTH = 16_384
+"""Longer bearer values are refused before parsing; real access tokens are a few KB."""
+_MIN_HS256_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
+_SHOWABLE_ALG = re.compile(r"[A-Za-z0-9]{1,10}")
+"""An ``alg`` value echoed in an error message; anything else is not repeated back."""
+_JWKS_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+
+
+class TokenVerifier:
+    """Verifies bearer tokens and returns their ``sub``; every refusal is an ``AuthError``.
+
+    ``audience`` must appear in ``aud`` (a string or a list); ``issuer``, when set, must equal
+    ``iss``. ``exp`` and ``sub`` are required; ``exp``/``nbf`` get ``leeway_seconds``.
+    ``clock`` (monotonic) only paces JWKS refetches.
+    """
+
+    def __init__(
+        self,
+        *,
+        audience: str,
+        issuer: str | None,
+        jwks_url: str | None,
+        hs256_secret: SecretStr | None = None,
+        leeway_seconds: float = 30,
+        jwks_refetch_min_interval_seconds: float = 30,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not audience:
+            raise ValueError("TokenVerifier needs an audience: tokens for any API would pass")
+        if hs256_secret is not None:
+            size = len(hs256_secret.get_secret_value().encode())
+            if size < _MIN_HS256_SECRET_BYTES:
+                raise ValueError(
+                    f"the HS256 secret must be at least {_MIN_HS256_SECRET_BYTES} bytes "
+                    f"(got {size}); generate one with `openssl rand -hex 32`"
+                )
+            logger.warning(
+                "HS256 access tokens are accepted (development secret set); "
+                "never configure it in production"
+            )
+        if jwks_url is None and hs256_secret is None:
+            logger.warning("No JWKS URL and no HS256 secret: every bearer token will be refused")
+        if leeway_seconds < 0 or jwks_refetch_min_interval_seconds < 0:
+            raise ValueError("leeway and refetch interval must not be negative")
+        self.audience = audience
+        self.issuer = issuer
+        self.jwks_url = jwks_url
+        self._hs256_secret = hs256_secret
+        self._leeway = leeway_seconds
+        self._refetch_interval = jwks_refetch_min_interval_seconds
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] | None = None
+        self._unnamed: list[jwt.PyJWK] = []
+        self._last_attempt: float | None = None
+        self._last_attempt_failed = False
+        self._attempts = 0
+        self._fetch_lock = asyncio.Lock()
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The accepted ``alg`` values, in the order they are offered to clients."""
+        allowed: list[str] = []
+        if self.jwks_url is not None:
+            allowed.append("RS256")
+        if self._hs256_secret is not None:
+            allowed.append("HS256")
+        return tuple(allowed)
+
+    async def verify(self, token: str) -> str:
+        """Return the verified ``sub`` of ``token``; raise ``AuthError`` (401, or 503 when
+        the JWKS cannot be loaded) otherwise. Messages never contain the token."""
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise AuthError(401, f"access token is longer than {_MAX_TOKEN_LENGTH} characters")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError(401, "access token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            allowed = ", ".join(self.algorithms) or "none configured"
+            shown = alg if isinstance(alg, str) and _SHOWABLE_ALG.fullmatch(alg) else "(invalid)"
+            raise AuthError(
+                401, f"access token algorithm {shown} is not accepted (allowed: {allowed})"
+            )
+        key: Any
+        if alg == "HS256":
+            assert self._hs256_secret is not None
+            key = self._hs256_secret.get_secret_value().encode()
+        else:
+            key = (await self._rsa_key(header.get("kid"))).key
+        claims = self._decode(token, key, alg)
+        return checked_user_id(claims.get("sub"), source="the access token's sub claim")
+
+    async def aclose(self) -> None:
+        """Close the JWKS connection pool."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
+        """Check signature and claims with exactly one algorithm; map failures to messages."""
+        required = ["exp", "sub"] + (["iss"] if self.issuer is not None else [])
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self._leeway,
+                options={"require": required, "enforce_minimum_key_length": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "access token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError(
+                401, "access token is not valid yet (nbf or iat in the future)"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(401, f"access token has no {exc.claim} claim") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(
+                401, f"access token audience does not include {self.audience}"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AuthError(401, f"access token issuer is not {self.issuer}") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(401, "access token signature is invalid") from None
+        except jwt.exceptions.InvalidSubjectError:
+            raise AuthError(401, "access token sub claim must be a string") from None
+        except jwt.DecodeError:
+            raise AuthError(401, "access token is not a well-formed JWT") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(401, f"access token is invalid ({type(exc).__name__})") from None
+        return claims
+
+    async def _rsa_key(self, kid: object) -> jwt.PyJWK:
+        """The RSA key for ``kid``: from the cache, else after one paced, shared refetch."""
+        if kid is not None and not isinstance(kid, str):
+            raise AuthError(401, "access token kid header must be a string")
+        found = self._lookup(kid)
+        if found is not None:
+            return found
+        seen = self._attempts
+        async with self._fetch_lock:
+            # Callers that queued behind a fetch use its result instead of fetching again.
+            if self._attempts == seen and self._may_fetch():
+                await self._fetch()
+        found = self._lookup(kid)
+        if found is not None:
+            return found
+        if self._keys is None or self._last_attempt_failed:
+            raise AuthError(
+                503,
+                "signing keys of the identity provider are unavailable (JWKS fetch failed); "
+                "retry later",
+                retry_after=self._retry_after(),
+            )
+        if kid is None:
+            raise AuthError(
+                401, "access token has no kid header and the key set has more than one key"
+            )
+        raise AuthError(401, "access token kid does not match any signing key of the issuer")
+
+    def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
+        keys = self._keys
+        if keys is None:
+            return None
+        if kid is None:
+            everything = [*keys.values(), *self._unnamed]
+            return everything[0] if len(everything) == 1 else None
+        return keys.get(kid)
+
+    def _may_fetch(self) -> bool:
+        return (
+            self._last_attempt is None
+            or self._clock() - self._last_attempt >= self._refetch_interval
+        )
+
+    def _retry_after(self) -> float:
+        if self._last_attempt is None:
+            return 0.0
+        return max(0.0, self._refetch_interval - (self._clock() - self._last_attempt))
+
+    async def _fetch(self) -> None:
+        """Replace the cached keys with the JWKS; on any failure keep the old ones."""
+        if self.jwks_url is None:
+            return
+        self._attempts += 1
+        self._last_attempt = self._clock()
+        try:
+            if self._client is None:
+                self._client = httpx.AsyncClient(timeout=_JWKS_TIMEOUT)
+            response = await self._client.get(self.jwks_url)
+            response.raise_for_status()
+            key_set = _parse_jwks(response.json())
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            self._last_attempt_failed = True
+            logger.warning(
+                "JWKS fetch from {} failed ({}: {}); keeping {} cached key(s)",
+                self.jwks_url,
+                type(exc).__name__,
+                str(exc)[:200],
+                0 if self._keys is None else len(self._keys) + len(self._unnamed),
+            )
+            return
+        named: dict[str, jwt.PyJWK] = {}
+        unnamed: list[jwt.PyJWK] = []
+        for key in key_set:
+            if key.algorithm_name != "RS256" or key.public_key_use not in (None, "sig"):
+                continue
+            if key.key_id is None:
+                unnamed.append(key)
+            else:
+                named[key.key_id] = key
+        self._keys, self._unnamed = named, unnamed
+        self._last_attempt_failed = False
+        if not named and not unnamed:
+            logger.warning("JWKS from {} holds no RS256 signing key", self.jwks_url)
+            return
+        logger.info(
+            "JWKS loaded from {}: {} RS256 signing key(s)", self.jwks_url, len(named) + len(unnamed)
+        )
+
+
+def _parse_jwks(document: object) -> jwt.PyJWKSet:
+    """A key set from a decoded JWKS document; ``PyJWKSetError`` when it is not one."""
+    if not isinstance(document, dict):
+        raise jwt.PyJWKSetError("JWKS is not a JSON object")
+    return jwt.PyJWKSet.from_dict(document)

@@ -1,0 +1,102 @@
+"""The application factory. Nothing happens at import: the lifespan opens the database,
+migrates the schema and builds the authenticator; shutdown closes them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+from loguru import logger
+from sqlalchemy.engine import make_url
+
+from toolbridge_api.config import ApiSettings
+from toolbridge_api.db.schema import create_engine, migrate
+from toolbridge_api.db.store import Store
+from toolbridge_api.entities import ENTITIES
+from toolbridge_api.errors import EnvelopeMiddleware, install_error_handlers
+from toolbridge_api.routes import health, sync
+from toolbridge_api.routes.entities import entity_router
+from toolbridge_api.routes.health import server_version
+from toolbridge_api.security import (
+    Authenticator,
+    RateLimiter,
+    TenantVerifier,
+    TokenVerifier,
+)
+
+DEBUG_ONLY_AUDIENCE = "urn:toolbridge:no-token-verification"
+"""Stands in for the audience when only X-Debug-Sub is configured: no token can pass then."""
+
+
+def build_authenticator(settings: ApiSettings) -> Authenticator:
+    """The security layer as the settings describe it."""
+    tokens = TokenVerifier(
+        audience=settings.audience or DEBUG_ONLY_AUDIENCE,
+        issuer=settings.issuer,
+        jwks_url=settings.jwks_url,
+        hs256_secret=settings.hs256_secret,
+    )
+    tenants = (
+        None
+        if settings.tenant_secret is None
+        else TenantVerifier(
+            settings.tenant_secret, max_skew_seconds=settings.max_timestamp_skew_seconds
+        )
+    )
+    limiter = RateLimiter(
+        requests=settings.rate_limit_requests,
+        window_seconds=settings.rate_limit_window_seconds,
+        burst=settings.rate_limit_burst,
+    )
+    return Authenticator(
+        tokens=tokens,
+        tenants=tenants,
+        rate_limiter=limiter,
+        debug_sub_enabled=settings.debug_sub_enabled,
+    )
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    """The API for ``settings``; serve it with uvicorn (lifespan on) or enter
+    ``app.router.lifespan_context(app)`` yourself."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+            authenticator = build_authenticator(settings)
+            app.state.store = Store(
+                engine, session_ttl=timedelta(seconds=settings.session_ttl_seconds)
+            )
+            app.state.authenticator = authenticator
+            url = make_url(settings.database_url)
+            logger.info(
+                "toolbridge-api ready: database {} ({}), tenant headers {}",
+                url.get_backend_name(),
+                url.render_as_string(hide_password=True),
+                "required" if settings.tenant_secret is not None else "not required",
+            )
+            try:
+                yield
+            finally:
+                await authenticator.aclose()
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="ToolBridge API",
+        version=server_version(),
+        description="Notes, tasks, comments, chats and chat messages, synced per user.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(EnvelopeMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(sync.router)
+    for entity in ENTITIES:
+        app.include_router(entity_router(entity))
+    return app

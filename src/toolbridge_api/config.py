@@ -1,0 +1,99 @@
+"""Settings of the REST API, read from ``TOOLBRIDGE_API_*`` environment variables and ``.env``.
+
+Every problem names the environment variable to fix and no secret value ever appears in an
+error: pydantic's own messages echo inputs, so :func:`load_api_settings` rewrites them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TOOLBRIDGE_API_"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.toolbridge/api.db"
+
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the variables to fix."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a settings field."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+class ApiSettings(BaseSettings):
+    """Configuration of the ToolBridge REST API.
+
+    Token verification needs either a JWKS URL (directly or derived from ``auth0_domain``) or
+    the development HS256 secret, and then an ``audience``. With neither, only the dev-only
+    ``X-Debug-Sub`` mode can authenticate, so it must be switched on explicitly.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    auth0_domain: str | None = None
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    hs256_secret: SecretStr | None = None
+    debug_sub_enabled: bool = False
+    tenant_secret: SecretStr | None = None
+    max_timestamp_skew_seconds: float = Field(default=300, gt=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    rate_limit_requests: int = Field(default=600, ge=1)
+    rate_limit_window_seconds: float = Field(default=60, gt=0)
+    rate_limit_burst: int = Field(default=120, ge=1)
+    session_ttl_seconds: float = Field(default=1800, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_level: LogLevel = "INFO"
+
+    @model_validator(mode="after")
+    def _derive_and_check(self) -> ApiSettings:
+        if self.auth0_domain:
+            domain = self.auth0_domain.strip().removeprefix("https://").rstrip("/")
+            self.jwks_url = self.jwks_url or f"https://{domain}/.well-known/jwks.json"
+            self.issuer = self.issuer or f"https://{domain}/"
+        verifies_tokens = bool(self.jwks_url) or self.hs256_secret is not None
+        if verifies_tokens and not self.audience:
+            raise ValueError(
+                f"{env_name('audience')} is required to verify access tokens "
+                "(the API identifier tokens must be issued for)"
+            )
+        if not verifies_tokens and not self.debug_sub_enabled:
+            raise ValueError(
+                f"no way to verify access tokens: set {env_name('auth0_domain')} or "
+                f"{env_name('jwks_url')} (with {env_name('audience')}); for development only, "
+                f"{env_name('hs256_secret')} or {env_name('debug_sub_enabled')}=true"
+            )
+        return self
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{env_name(loc[0])}: {message}" if loc else message
+
+
+def load_api_settings(**overrides: Any) -> ApiSettings:
+    """Read the settings, turning validation failures into one :class:`ConfigError` that
+    lists each variable to fix and never echoes a value."""
+    try:
+        return ApiSettings(**overrides)
+    except ValidationError as exc:
+        problems = [
+            _describe(dict(error)) for error in exc.errors(include_input=False, include_url=False)
+        ]
+        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems)) from None

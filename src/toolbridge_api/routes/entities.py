@@ -1,0 +1,207 @@
+"""One router factory for every entity in :data:`toolbridge_api.entities.ENTITIES`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Response
+
+from toolbridge_api.db.store import Change, Item
+from toolbridge_api.entities import ARCHIVE, Entity
+from toolbridge_api.errors import ApiError
+from toolbridge_api.routes.context import StoreDep, SyncedCaller
+from toolbridge_api.routes.models import ItemOut, ItemPage, ProcessIn
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 1000
+_CURSOR_PREFIX = "s:"
+
+Payload = Annotated[dict[str, Any], Body(description="The item's payload: a JSON object.")]
+IfMatch = Annotated[
+    str | None,
+    Header(description="Only change the item if its version is this one (else 412)."),
+]
+Uid = uuid.UUID
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The position a cursor continues after; 400 for anything this server did not issue."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    number = text.removeprefix(_CURSOR_PREFIX)
+    if not text.startswith(_CURSOR_PREFIX) or not number.isdigit() or len(number) > 18:
+        raise ApiError(400, "cursor is invalid: pass the nextCursor of a previous page as is")
+    return int(number)
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """The version in ``If-Match`` (``3``, ``"3"`` or ``W/"3"``); 400 if it is not one."""
+    if value is None:
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 18:
+        raise ApiError(400, "If-Match must be an item version, e.g. If-Match: 3")
+    return int(text)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge recursively, null removes a key."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _answer(response: Response, item: Item) -> ItemOut:
+    response.headers["ETag"] = f'"{item.version}"'
+    return ItemOut.of(item)
+
+
+def entity_router(entity: Entity) -> APIRouter:
+    """The REST routes of one entity: list, create, get, replace, patch, delete, archive,
+    process. Every route needs a valid sync session and epoch, and sees only the caller's
+    items (others' uids are 404, never 403, so they cannot be probed)."""
+    name = entity.name
+    router = APIRouter(prefix=f"/v1/{name}", tags=[name])
+    valid_actions = ", ".join(entity.actions)
+
+    @router.get("", operation_id=f"list_{name}", summary=f"List {name}")
+    async def list_items(
+        caller: SyncedCaller,
+        store: StoreDep,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
+    ) -> ItemPage:
+        after = decode_cursor(cursor) if cursor else 0
+        items, last = await store.list_items(
+            caller, name, after=after, limit=limit, include_deleted=include_deleted
+        )
+        return ItemPage(
+            items=[ItemOut.of(item) for item in items],
+            nextCursor=None if last is None else encode_cursor(last),
+        )
+
+    @router.post("", status_code=201, operation_id=f"create_{name}", summary=f"Create {name}")
+    async def create_item(
+        caller: SyncedCaller, store: StoreDep, payload: Payload, response: Response
+    ) -> ItemOut:
+        return _answer(response, await store.create_item(caller, name, payload))
+
+    @router.get("/{uid}", operation_id=f"get_{name}", summary=f"Get one of {name}")
+    async def get_item(
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: Uid,
+        response: Response,
+        include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
+    ) -> ItemOut:
+        item = await store.get_item(caller, name, str(uid))
+        if item is None:
+            raise ApiError(404, f"no such item in {name}: {uid}")
+        if item.deleted_at is not None and not include_deleted:
+            raise ApiError(410, f"the item was deleted (add includeDeleted=true to see it): {uid}")
+        return _answer(response, item)
+
+    async def change(
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: uuid.UUID,
+        response: Response,
+        how: Change | None,
+        if_match: str | None = None,
+    ) -> ItemOut:
+        item = await store.change_item(
+            caller, name, str(uid), how, expected_version=parse_if_match(if_match)
+        )
+        return _answer(response, item)
+
+    @router.put("/{uid}", operation_id=f"replace_{name}", summary=f"Replace one of {name}")
+    async def replace_item(
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: Uid,
+        payload: Payload,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> ItemOut:
+        return await change(caller, store, uid, response, lambda _old, _now: payload, if_match)
+
+    @router.patch(
+        "/{uid}",
+        operation_id=f"patch_{name}",
+        summary=f"Merge-patch one of {name} (RFC 7396: null removes a key)",
+    )
+    async def patch_item(
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: Uid,
+        patch: Payload,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> ItemOut:
+        def merged(old: dict[str, Any], _now: datetime) -> dict[str, Any]:
+            result: dict[str, Any] = merge_patch(old, patch)
+            return result
+
+        return await change(caller, store, uid, response, merged, if_match)
+
+    @router.delete("/{uid}", operation_id=f"delete_{name}", summary=f"Soft-delete one of {name}")
+    async def delete_item(
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: Uid,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> ItemOut:
+        return await change(caller, store, uid, response, None, if_match)
+
+    @router.post("/{uid}/archive", operation_id=f"archive_{name}", summary=f"Archive one of {name}")
+    async def archive_item(
+        caller: SyncedCaller, store: StoreDep, uid: Uid, response: Response
+    ) -> ItemOut:
+        return await change(caller, store, uid, response, ARCHIVE.apply)
+
+    @router.post(
+        "/{uid}/process",
+        operation_id=f"process_{name}",
+        summary=f"Apply an action to one of {name}: {valid_actions}",
+    )
+    async def process_item(
+        caller: SyncedCaller, store: StoreDep, uid: Uid, body: ProcessIn, response: Response
+    ) -> ItemOut:
+        action = entity.actions.get(body.action)
+        if action is None:
+            raise ApiError(
+                400,
+                f"unknown action {body.action[:64]!r} for {name}: "
+                f"valid actions are {valid_actions}",
+            )
+
+        def processed(old: dict[str, Any], now: datetime) -> dict[str, Any]:
+            result = action.apply(old, now)
+            result["lastAction"] = body.action
+            if body.metadata is None:
+                result.pop("lastActionMetadata", None)
+            else:
+                result["lastActionMetadata"] = body.metadata
+            return result
+
+        return await change(caller, store, uid, response, processed)
+
+    return router

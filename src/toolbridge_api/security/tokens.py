@@ -12,6 +12,7 @@ the provider leaves the cached keys serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -52,7 +53,7 @@ class TokenVerifier:
         jwks_refetch_min_interval_seconds: float = 30,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not audience:
+        if not audience and (jwks_url or hs256_secret is not None):
             raise ValueError("TokenVerifier needs an audience: tokens for any API would pass")
         if hs256_secret is not None:
             size = len(hs256_secret.get_secret_value().encode())
@@ -65,13 +66,13 @@ class TokenVerifier:
                 "HS256 access tokens are accepted (development secret set); "
                 "never configure it in production"
             )
-        if jwks_url is None and hs256_secret is None:
+        if not jwks_url and hs256_secret is None:
             logger.warning("No JWKS URL and no HS256 secret: every bearer token will be refused")
         if leeway_seconds < 0 or jwks_refetch_min_interval_seconds < 0:
             raise ValueError("leeway and refetch interval must not be negative")
         self.audience = audience
         self.issuer = issuer
-        self.jwks_url = jwks_url
+        self.jwks_url = jwks_url or None
         self._hs256_secret = hs256_secret
         self._leeway = leeway_seconds
         self._refetch_interval = jwks_refetch_min_interval_seconds
@@ -80,8 +81,7 @@ class TokenVerifier:
         self._unnamed: list[jwt.PyJWK] = []
         self._last_attempt: float | None = None
         self._last_attempt_failed = False
-        self._attempts = 0
-        self._fetch_lock = asyncio.Lock()
+        self._inflight: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -104,6 +104,8 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise AuthError(401, "access token is not a well-formed JWT") from None
         alg = header.get("alg")
+        if alg is None:
+            raise AuthError(401, "access token has no alg header")
         if not isinstance(alg, str) or alg not in self.algorithms:
             allowed = ", ".join(self.algorithms) or "none configured"
             shown = alg if isinstance(alg, str) and _SHOWABLE_ALG.fullmatch(alg) else "(invalid)"
@@ -120,7 +122,11 @@ class TokenVerifier:
         return checked_user_id(claims.get("sub"), source="the access token's sub claim")
 
     async def aclose(self) -> None:
-        """Close the JWKS connection pool."""
+        """Stop a fetch in flight and close the JWKS connection pool."""
+        if self._inflight is not None:
+            self._inflight.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._inflight
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -169,11 +175,7 @@ class TokenVerifier:
         found = self._lookup(kid)
         if found is not None:
             return found
-        seen = self._attempts
-        async with self._fetch_lock:
-            # Callers that queued behind a fetch use its result instead of fetching again.
-            if self._attempts == seen and self._may_fetch():
-                await self._fetch()
+        await self._refresh()
         found = self._lookup(kid)
         if found is not None:
             return found
@@ -186,9 +188,27 @@ class TokenVerifier:
             )
         if kid is None:
             raise AuthError(
-                401, "access token has no kid header and the key set has more than one key"
+                401, "access token has no kid header and the issuer has more than one key"
             )
         raise AuthError(401, "access token kid does not match any signing key of the issuer")
+
+    async def _refresh(self) -> None:
+        """Join the fetch in flight, or start one if the pacing interval allows.
+
+        The fetch is a task of its own, shielded from callers: one caller giving up (client
+        disconnect) does not cancel it for the others waiting on it.
+        """
+        if self._inflight is None:
+            if self.jwks_url is None or not self._may_fetch():
+                return
+            self._last_attempt = self._clock()
+            self._inflight = asyncio.create_task(self._fetch(), name="jwks-fetch")
+            self._inflight.add_done_callback(self._fetch_done)
+        await asyncio.shield(self._inflight)
+
+    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+        if self._inflight is task:
+            self._inflight = None
 
     def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
         keys = self._keys
@@ -211,18 +231,19 @@ class TokenVerifier:
         return max(0.0, self._refetch_interval - (self._clock() - self._last_attempt))
 
     async def _fetch(self) -> None:
-        """Replace the cached keys with the JWKS; on any failure keep the old ones."""
-        if self.jwks_url is None:
-            return
-        self._attempts += 1
-        self._last_attempt = self._clock()
+        """Replace the cached keys with the JWKS; on any failure keep the old ones.
+
+        Runs as its own task (see ``_rsa_key``), so it must never raise: whatever the IdP
+        answers, the outcome is recorded and logged here.
+        """
+        assert self.jwks_url is not None
         try:
             if self._client is None:
                 self._client = httpx.AsyncClient(timeout=_JWKS_TIMEOUT)
             response = await self._client.get(self.jwks_url)
             response.raise_for_status()
             key_set = _parse_jwks(response.json())
-        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+        except Exception as exc:  # whatever the IdP answers must never become a 500
             self._last_attempt_failed = True
             logger.warning(
                 "JWKS fetch from {} failed ({}: {}); keeping {} cached key(s)",

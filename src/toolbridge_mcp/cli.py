@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -102,3 +103,44 @@ def token(
         typer.echo(f"{key.replace('_', ' ').capitalize():<{width}}{value}")
     if not show_token:
         typer.echo(f"{'Access token':<{width}}hidden (pass --show-token to print it)")
+
+
+class Transport(StrEnum):
+    """MCP transports: stdio for desktop clients, streamable HTTP (at ``/mcp``) or legacy SSE."""
+
+    stdio = "stdio"
+    sse = "sse"
+    http = "http"
+
+
+@app.command()
+def serve(
+    transport: Annotated[
+        Transport, typer.Option("--transport", "-t", help="stdio, sse or http (streamable).")
+    ] = Transport.http,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default TOOLBRIDGE_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TOOLBRIDGE_PORT, 8001).")] = None,
+) -> None:
+    """Run the MCP server. HTTP serves MCP at /mcp and liveness at /healthz.
+
+    Exits 2 on bad settings, naming the variables to fix.
+    """
+    from toolbridge_mcp.server import create_server
+
+    settings = _settings()
+    server = create_server(settings)
+    if Transport(transport) is Transport.stdio:
+        server.run("stdio", show_banner=False)
+        return
+    server.run(
+        str(Transport(transport)),  # type: ignore[arg-type]
+        show_banner=False,
+        host=host or settings.host,
+        port=port or settings.port,
+    )
+
+
+if __name__ == "__main__":
+    app()

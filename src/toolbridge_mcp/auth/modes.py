@@ -1,0 +1,156 @@
+"""The three ways the server authenticates to the API (seed §4-5), as ``httpx.Auth``.
+
+``auth0`` signs with managed client-credentials tokens (and heals a revoked token through
+:class:`BearerAuth`); ``static`` sends the deprecated ``TOOLBRIDGE_JWT_TOKEN``; ``passthrough``
+forwards the MCP caller's own ``Authorization`` header, so each user acts as themselves.
+Each mode also names the *principal* requests are made for, which keys sync sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncGenerator, Generator
+from typing import ClassVar
+
+import httpx
+from fastmcp.server.dependencies import get_http_headers, get_http_request
+from loguru import logger
+from pydantic import SecretStr
+
+from toolbridge_mcp.auth.bearer import BearerAuth
+from toolbridge_mcp.auth.oauth import unverified_claims
+from toolbridge_mcp.auth.token_manager import TokenManager
+from toolbridge_mcp.config import AuthMode, Settings
+
+MISSING_AUTHENTICATION = (
+    "Missing authentication. Configure TOOLBRIDGE_AUTH0_CLIENT_ID or TOOLBRIDGE_JWT_TOKEN."
+)
+_STDIO_HINT = (
+    " Per-user mode forwards the MCP client's Authorization header, which only the HTTP "
+    "transport carries; under stdio configure Auth0 client credentials "
+    "(TOOLBRIDGE_AUTH0_CLIENT_ID, _CLIENT_SECRET, _DOMAIN, _AUDIENCE) or a static token "
+    "(TOOLBRIDGE_JWT_TOKEN)."
+)
+SERVICE_PRINCIPAL = "service"
+
+
+class MissingAuthenticationError(Exception):
+    """No credentials for this request; the message says what to configure."""
+
+
+class BackendAuth(httpx.Auth):
+    """Base of the modes: the ``Authorization`` value and the principal of a request."""
+
+    mode: ClassVar[AuthMode]
+
+    async def get_auth_header(self) -> str:
+        """The ``Authorization`` header value for the current request (seed §4)."""
+        raise NotImplementedError
+
+    def principal(self) -> str:
+        """Whom requests are made for now; sessions are created once per principal."""
+        return SERVICE_PRINCIPAL
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        raise RuntimeError(f"{type(self).__name__} needs an httpx.AsyncClient")
+        yield request  # pragma: no cover - makes this a generator, as httpx expects
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = await self.get_auth_header()
+        yield request
+
+
+class ClientCredentialsAuth(BearerAuth, BackendAuth):
+    """``auth0`` mode: tokens from the :class:`TokenManager`; a 401 refetches once."""
+
+    mode = "auth0"
+
+    def __init__(self, manager: TokenManager) -> None:
+        super().__init__(manager)
+        self.manager = manager
+
+    async def get_auth_header(self) -> str:
+        return f"Bearer {await self.manager.get_token()}"
+
+
+class StaticTokenAuth(BackendAuth):
+    """``static`` mode: the deprecated ``TOOLBRIDGE_JWT_TOKEN``, sent as is."""
+
+    mode = "static"
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token
+
+    async def get_auth_header(self) -> str:
+        value = self._token.get_secret_value()
+        return value if value.lower().startswith("bearer ") else f"Bearer {value}"
+
+
+class PassthroughAuth(BackendAuth):
+    """``passthrough`` mode: the MCP request's own ``Authorization`` header."""
+
+    mode = "passthrough"
+
+    async def get_auth_header(self) -> str:
+        return self._caller_header()
+
+    def principal(self) -> str:
+        """The caller's subject from their token (unverified: it only keys sessions, the
+        API verifies the token), else a hash of the token; never the token itself."""
+        header = self._caller_header()
+        token = header.split(" ", 1)[1] if " " in header else header
+        claims = unverified_claims(token)
+        subject, issuer = claims.get("sub"), claims.get("iss")
+        if isinstance(subject, str) and subject:
+            return f"sub:{issuer}|{subject}"
+        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+    def _caller_header(self) -> str:
+        header = get_http_headers(include={"authorization"}).get("authorization")
+        if header:
+            return header
+        try:
+            get_http_request()
+        except RuntimeError:
+            raise MissingAuthenticationError(MISSING_AUTHENTICATION + _STDIO_HINT) from None
+        raise MissingAuthenticationError(
+            MISSING_AUTHENTICATION + " Or send 'Authorization: Bearer <token>' with each MCP "
+            "request (per-user mode)."
+        )
+
+
+def backend_auth(settings: Settings, manager: TokenManager | None) -> BackendAuth:
+    """The auth for ``settings.auth_mode()``; ``manager`` is required in ``auth0`` mode."""
+    mode = settings.auth_mode()
+    if mode == "auth0":
+        if manager is None:
+            raise ValueError("auth0 mode needs a TokenManager")
+        return ClientCredentialsAuth(manager)
+    if mode == "static":
+        assert settings.jwt_token is not None
+        return StaticTokenAuth(settings.jwt_token)
+    return PassthroughAuth()
+
+
+def log_auth_mode(settings: Settings) -> None:
+    """Says once, at startup, how the server authenticates (seed §5 wording)."""
+    mode = settings.auth_mode()
+    if mode == "auth0":
+        logger.info("Auth0 automatic token refresh enabled")
+    elif mode == "static":
+        logger.warning(
+            "Using static JWT token (deprecated). "
+            "Switch to Auth0 client credentials for automatic refresh."
+        )
+    else:
+        logger.info("No backend authentication configured (per-user mode)")
+
+
+async def get_auth_header(auth: BackendAuth) -> str:
+    """The ``Authorization`` header value for the API under the configured mode (seed §4).
+
+    Raises :class:`MissingAuthenticationError` in per-user mode without a caller token.
+    """
+    return await auth.get_auth_header()

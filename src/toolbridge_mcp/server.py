@@ -1,0 +1,115 @@
+"""The ToolBridge MCP server: built by :func:`create_server`, run by ``python -m``.
+
+Nothing happens at import and nothing touches the network while the server is built; the
+lifespan opens the one pooled API client and starts the token manager, and closes both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
+os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
+
+import mcp_types as mt
+from fastmcp import FastMCP
+from fastmcp.server.lifespan import lifespan
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import Tool, ToolResult
+from loguru import logger
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from toolbridge_mcp.auth.modes import log_auth_mode
+from toolbridge_mcp.backend.runtime import Backend
+from toolbridge_mcp.config import Settings, get_settings
+from toolbridge_mcp.tools.entities import entity_tools, tool_parameters
+from toolbridge_mcp.tools.health import HealthReport, health_report
+
+INSTRUCTIONS = """\
+Tools for the user's ToolBridge data: notes, tasks, comments, chats and chat messages.
+Each has list_, get_, create_, update_ (replace all fields), patch_ (change some fields),
+delete_ (soft delete), archive_ and process_ (actions such as pin or complete) tools.
+Items are addressed by uid; versions allow safe concurrent edits (if_version).
+Call health_check if calls fail with authentication or availability errors."""
+
+
+class DropUnknownArguments(Middleware):
+    """LLM clients sometimes send arguments a tool does not have; drop them instead of
+    failing the call (their names are logged, never their values)."""
+
+    def __init__(self, parameters: Mapping[str, frozenset[str]]) -> None:
+        self._parameters = parameters
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        known = self._parameters.get(context.message.name)
+        arguments = context.message.arguments
+        if known is not None and arguments:
+            unknown = sorted(set(arguments) - known)
+            if unknown:
+                logger.info("Ignoring unknown arguments of {}: {}", context.message.name, unknown)
+                message = context.message.model_copy(
+                    update={"arguments": {k: v for k, v in arguments.items() if k in known}}
+                )
+                context = context.copy(message=message)
+        return await call_next(context)
+
+
+def create_server(settings: Settings | None = None) -> FastMCP[Any]:
+    """The server for ``settings`` (default: from the environment). No I/O here."""
+    settings = settings or get_settings()
+    backend = Backend(settings)
+    log_auth_mode(settings)
+
+    @lifespan
+    async def resources(server: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
+        await backend.open()
+        logger.info(
+            "ToolBridge MCP server ready: API {}, auth mode {}", backend.api_url, backend.mode
+        )
+        try:
+            yield {"backend": backend}
+        finally:
+            await backend.close()
+
+    tools: list[Tool] = entity_tools(backend)
+    mcp: FastMCP[Any] = FastMCP(
+        "ToolBridge",
+        instructions=INSTRUCTIONS,
+        lifespan=resources,
+        mask_error_details=True,
+        middleware=[DropUnknownArguments(tool_parameters(tools))],
+    )
+    for tool in tools:
+        mcp.add_tool(tool)
+
+    @mcp.tool(annotations=mt.ToolAnnotations(read_only_hint=True))
+    async def health_check() -> HealthReport:
+        """Health of the ToolBridge connection: auth mode, tenant, API URL, token expiry,
+        last refresh and failure count; status is ok or degraded."""
+        return health_report(backend)
+
+    @mcp.custom_route("/healthz", methods=["GET"])
+    async def healthz(request: Request) -> Response:
+        """Liveness for Fly.io: 200 while the process serves, even if degraded (a restart
+        would not bring the identity provider back); the body says which."""
+        return JSONResponse(health_report(backend).model_dump(mode="json"))
+
+    return mcp
+
+
+def main() -> None:
+    """``python -m toolbridge_mcp.server``: streamable HTTP on the configured host and port."""
+    from toolbridge_mcp.cli import Transport, serve
+
+    serve(transport=Transport.http, host=None, port=None)
+
+
+if __name__ == "__main__":
+    main()

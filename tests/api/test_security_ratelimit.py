@@ -1,0 +1,110 @@
+"""RateLimiter: token buckets per key on an injected clock (no sleeping)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.clock import FakeClock
+from toolbridge_api.security import RateLimiter
+
+
+def drain(limiter: RateLimiter, key: str) -> int:
+    """Requests allowed for ``key`` until the first refusal."""
+    allowed = 0
+    while limiter.hit(key) is None:
+        allowed += 1
+        assert allowed <= 10_000, "never refused"
+    return allowed
+
+
+def test_burst_then_refused_with_retry_after(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=600, window_seconds=60, burst=120, clock=clock)
+    assert drain(limiter, "alice") == 120
+    wait = limiter.hit("alice")
+    assert wait == pytest.approx(0.1), "600 per 60 s refills one request every 0.1 s"
+
+
+def test_waiting_the_retry_after_is_enough_and_less_is_not(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=6, window_seconds=60, burst=2, clock=clock)
+    drain(limiter, "alice")
+    wait = limiter.hit("alice")
+    assert wait == pytest.approx(10.0)
+    clock.advance(4.0)
+    assert limiter.hit("alice") == pytest.approx(6.0), "the wait shrinks as time passes"
+    clock.advance(5.9)
+    assert limiter.hit("alice") is not None
+    clock.advance(0.1)
+    assert limiter.hit("alice") is None
+    assert limiter.hit("alice") == pytest.approx(10.0)
+
+
+def test_refill_rate(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=600, window_seconds=60, burst=120, clock=clock)
+    drain(limiter, "alice")
+    clock.advance(6.0)
+    assert drain(limiter, "alice") == 60
+
+
+def test_never_more_than_the_burst(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=600, window_seconds=60, burst=120, clock=clock)
+    drain(limiter, "alice")
+    clock.advance(3600)
+    assert drain(limiter, "alice") == 120
+
+
+def test_sustained_rate_matches_requests_per_window(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=600, window_seconds=60, burst=120, clock=clock)
+    allowed = 0
+    for _ in range(60 * 100):
+        if limiter.hit("alice") is None:
+            allowed += 1
+        clock.advance(0.01)
+    assert allowed in (120 + 600 - 1, 120 + 600), "burst plus 60 s at 10/s"
+
+
+def test_keys_are_independent(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=60, window_seconds=60, burst=5, clock=clock)
+    drain(limiter, "acme\x00alice")
+    assert drain(limiter, "acme\x00bob") == 5
+    assert drain(limiter, "other\x00alice") == 5
+    assert limiter.hit("acme\x00alice") is not None
+
+
+def test_idle_buckets_are_evicted(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=60, window_seconds=60, burst=5, clock=clock)
+    for n in range(1000):
+        limiter.hit(f"user-{n}")
+    assert len(limiter) == 1000
+    clock.advance(1.0)
+    limiter.hit("fresh")
+    assert len(limiter) == 1, "buckets refilled since their one request are dropped"
+
+
+def test_eviction_never_forgets_a_limited_key(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=60, window_seconds=60, burst=5, clock=clock)
+    drain(limiter, "heavy")
+    clock.advance(2.0)
+    for n in range(100):
+        limiter.hit(f"user-{n}")
+    assert drain(limiter, "heavy") == 2, "two seconds refill two requests, not a new burst"
+    clock.advance(10.0)
+    limiter.hit("someone")
+    assert len(limiter) == 1
+
+
+def test_memory_is_capped_under_a_flood_of_keys(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=60, window_seconds=60, burst=5, clock=clock, max_keys=50)
+    for n in range(10_000):
+        limiter.hit(f"user-{n}")
+    assert len(limiter) == 50
+    drain(limiter, "user-9999")
+    assert limiter.hit("user-9999") is not None, "recent keys are the ones kept"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"requests": 0}, {"window_seconds": 0}, {"burst": 0}, {"max_keys": 0}],
+)
+def test_invalid_settings(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        RateLimiter(**options)  # type: ignore[arg-type]

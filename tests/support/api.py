@@ -8,11 +8,12 @@ connections it served, and can expire sessions or bump epochs behind the clients
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import secrets
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -198,11 +199,9 @@ async def postgres_available(dsn: str = POSTGRES_ADMIN_DSN) -> str | None:
     return None
 
 
-@contextlib.asynccontextmanager
-async def postgres_database(dsn: str = POSTGRES_ADMIN_DSN) -> AsyncIterator[str]:
-    """A fresh, empty PostgreSQL database for one test or session, dropped afterwards;
-    yields its SQLAlchemy URL (``postgresql+asyncpg://...``). Parallel test runs never
-    see each other's tables."""
+async def create_postgres_database(dsn: str = POSTGRES_ADMIN_DSN) -> str:
+    """Create a fresh, empty database next to ``dsn``'s; its SQLAlchemy URL
+    (``postgresql+asyncpg://...``). Parallel test runs never see each other's tables."""
     name = f"tb_test_{secrets.token_hex(6)}"
     admin = await asyncpg.connect(dsn, timeout=5)
     try:
@@ -210,22 +209,41 @@ async def postgres_database(dsn: str = POSTGRES_ADMIN_DSN) -> AsyncIterator[str]
     finally:
         await admin.close()
     base = dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}"
+
+
+async def drop_postgres_database(url: str, dsn: str = POSTGRES_ADMIN_DSN) -> None:
+    """Drop a database made by :func:`create_postgres_database`, closing its connections."""
+    name = url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(dsn, timeout=5)
     try:
-        yield f"{base}/{name}"
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
-        admin = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(dsn: str = POSTGRES_ADMIN_DSN) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for the block, dropped afterwards; yields its URL."""
+    url = await create_postgres_database(dsn)
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url, dsn)
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from synchronous code, even when the calling thread
+    already runs an event loop (a sync fixture requested from an async test)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @contextlib.contextmanager
 def postgres_database_sync(dsn: str = POSTGRES_ADMIN_DSN) -> Iterator[str]:
     """:func:`postgres_database` for synchronous (e.g. session-scoped) fixtures."""
-    manager = postgres_database(dsn)
-    url = asyncio.run(manager.__aenter__())
+    url = run_blocking(create_postgres_database(dsn))
     try:
         yield url
     finally:
-        asyncio.run(manager.__aexit__(None, None, None))
+        run_blocking(drop_postgres_database(url, dsn))

@@ -105,10 +105,11 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
 
 
 def main() -> None:
-    """``python -m toolbridge_mcp.server``: streamable HTTP on the configured host and port."""
-    from toolbridge_mcp.cli import Transport, serve
+    """``python -m toolbridge_mcp.server``: ``toolbridge-mcp serve`` with the settings' defaults
+    (streamable HTTP on TOOLBRIDGE_HOST:TOOLBRIDGE_PORT, 127.0.0.1:8001)."""
+    from toolbridge_mcp.cli import app
 
-    serve(transport=Transport.http, host=None, port=None)
+    app(["serve", "--transport", "http"], prog_name="python -m toolbridge_mcp.server")
 
 
 if __name__ == "__main__":

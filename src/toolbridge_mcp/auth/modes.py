@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncGenerator, Generator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import httpx
 from fastmcp.server.dependencies import get_http_headers, get_http_request
@@ -20,7 +20,9 @@ from pydantic import SecretStr
 from toolbridge_mcp.auth.bearer import BearerAuth
 from toolbridge_mcp.auth.oauth import unverified_claims
 from toolbridge_mcp.auth.token_manager import TokenManager
-from toolbridge_mcp.config import AuthMode, Settings
+
+if TYPE_CHECKING:
+    from toolbridge_mcp.config import AuthMode, Settings
 
 MISSING_AUTHENTICATION = (
     "Missing authentication. Configure TOOLBRIDGE_AUTH0_CLIENT_ID or TOOLBRIDGE_JWT_TOKEN."

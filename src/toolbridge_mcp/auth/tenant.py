@@ -6,10 +6,12 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from toolbridge_mcp.config import Settings
+if TYPE_CHECKING:
+    from toolbridge_mcp.config import Settings
 
 
 @dataclass(frozen=True, slots=True)

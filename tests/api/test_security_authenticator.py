@@ -3,11 +3,14 @@ debug-sub mode and the per-principal rate limit."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 from starlette.datastructures import Headers
 
@@ -282,3 +285,47 @@ async def test_no_token_or_secret_in_any_message_or_log(
     secrets = [*jwks.issued, HS256_SECRET, TENANT_SECRET]
     assert not leaked("\n".join(messages), secrets)
     assert not leaked(logs.text(), secrets)
+
+
+_HEADER_NAMES = st.sampled_from(
+    [
+        "Authorization",
+        "authorization",
+        "X-Debug-Sub",
+        "X-TB-Tenant-ID",
+        "X-TB-Timestamp",
+        "X-TB-Signature",
+        "x-tb-signature",
+        "Other",
+    ]
+)
+_HEADER_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda rest: f"Bearer {rest}", st.text(max_size=40)),
+    st.builds(str, st.integers()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=st.dictionaries(_HEADER_NAMES, _HEADER_VALUES, max_size=6))
+def test_arbitrary_headers_are_refused_cleanly(headers: dict[str, str]) -> None:
+    async def attempt() -> Principal | AuthError:
+        authenticator = Authenticator(
+            tokens=TokenVerifier(
+                audience="api", issuer=None, jwks_url=None, hs256_secret=SecretStr(HS256_SECRET)
+            ),
+            tenants=TenantVerifier(SecretStr(TENANT_SECRET)),
+            rate_limiter=RateLimiter(),
+            debug_sub_enabled=True,
+        )
+        try:
+            return await authenticator.authenticate(headers)
+        except AuthError as error:
+            return error
+        finally:
+            await authenticator.aclose()
+
+    result = asyncio.run(attempt())
+    assert isinstance(result, AuthError), "random headers cannot carry a tenant signature"
+    assert result.status in (401, 403)
+    assert TENANT_SECRET not in result.message

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tests.conftest import LogCapture
@@ -318,6 +320,24 @@ async def test_token_without_kid(jwks: JWKSServer, make_verifier: Factory) -> No
     assert error.message == "access token has no kid header and the issuer has more than one key"
 
 
+async def test_published_key_without_kid(jwks: JWKSServer, make_verifier: Factory) -> None:
+    key = jwks.key
+    jwks.publish([key], document={"keys": [key.jwk(with_kid=False)]})
+    verifier = make_verifier(jwks_refetch_min_interval_seconds=0)
+    assert await verifier.verify(jwks.mint(kid=None)) == "auth0|user-1"
+    assert "kid does not match" in (await refused(verifier, jwks.mint())).message
+
+
+async def test_aclose_stops_a_fetch_in_flight(jwks: JWKSServer, make_verifier: Factory) -> None:
+    verifier = make_verifier()
+    jwks.hold()
+    waiting = asyncio.create_task(verifier.verify(jwks.mint()))
+    await settle(lambda: jwks.fetches == 1)
+    await verifier.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
 async def test_keys_for_other_algorithms_or_uses_are_ignored(
     jwks: JWKSServer, make_verifier: Factory
 ) -> None:
@@ -413,3 +433,53 @@ async def test_real_issuer_tokens_verify(idp: IdP) -> None:
         assert await verifier.verify(token) == "test-client@clients"
     finally:
         await verifier.aclose()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+_CLAIM_NAMES = st.sampled_from(["iss", "aud", "sub", "exp", "nbf", "iat", "jti", "azp"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(token=st.text(max_size=200))
+def test_arbitrary_bearer_text_is_refused_cleanly(token: str) -> None:
+    verifier = TokenVerifier(
+        audience="api", issuer=None, jwks_url=None, hs256_secret=SecretStr(HS256_SECRET)
+    )
+    with pytest.raises(AuthError) as info:
+        asyncio.run(verifier.verify(token))
+    assert info.value.status == 401
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.dictionaries(_CLAIM_NAMES, _JSON, max_size=8),
+    header=st.dictionaries(st.sampled_from(["kid", "typ", "crit", "b64"]), _JSON, max_size=2),
+)
+def test_validly_signed_tokens_with_arbitrary_claims_never_crash(
+    body: dict[str, Any], header: dict[str, Any]
+) -> None:
+    """Signature checks pass, so every claim check sees hostile types; each answer is either
+    a subject or an AuthError, never another exception."""
+    verifier = TokenVerifier(
+        audience="api", issuer="iss", jwks_url=None, hs256_secret=SecretStr(HS256_SECRET)
+    )
+    token = mint(body, key=HS256_SECRET, alg="HS256", kid=None, headers=header)
+    result = asyncio.run(_outcome(verifier, token))
+    if isinstance(result, AuthError):
+        assert result.status == 401
+        assert not leaked(result.message, [token])
+    else:
+        assert body.get("iss") == "iss"
+
+
+async def _outcome(verifier: TokenVerifier, token: str) -> str | AuthError:
+    try:
+        return await verifier.verify(token)
+    except AuthError as error:
+        return error

@@ -118,8 +118,10 @@ async def test_python_m_server_serves_streamable_http(
         port = sock.getsockname()[1]
     env = server_env(**_auth0_env(idp, api), TOOLBRIDGE_PORT=str(port))
     log = (tmp_path / "stderr.log").open("w")
-    process = subprocess.Popen(  # noqa: S603 - our own entry point
-        [sys.executable, "-m", "toolbridge_mcp.server"],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "toolbridge_mcp.server",
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -130,7 +132,7 @@ async def test_python_m_server_serves_streamable_http(
         health: dict[str, Any] = {}
         async with httpx.AsyncClient() as http:
             for _ in range(600):
-                assert process.poll() is None, (tmp_path / "stderr.log").read_text()
+                assert process.returncode is None, (tmp_path / "stderr.log").read_text()
                 try:
                     health = (await http.get(f"{base}/healthz")).json()
                     break
@@ -142,6 +144,6 @@ async def test_python_m_server_serves_streamable_http(
         assert note["version"] == 1
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        await asyncio.wait_for(process.wait(), timeout=10)
         log.close()
     _assert_clean((tmp_path / "stderr.log").read_text(), idp)

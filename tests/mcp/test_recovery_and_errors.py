@@ -15,7 +15,6 @@ from tests.conftest import AUDIENCE, LogCapture
 from tests.mcp.conftest import (
     SERVICE_USER,
     TENANT_ID,
-    McpHttpServer,
     ServerFactory,
     call,
     call_error,

@@ -7,6 +7,7 @@ so no token or secret can reach a tool result.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fastmcp.exceptions import ToolError
@@ -132,7 +133,7 @@ def _api_message(exc: ApiError, ctx: ErrorContext) -> str:
     if status == 409:
         return f"Conflict: {exc.message}"
     if status == 429:
-        wait = f"{exc.retry_after:.0f} s" if exc.retry_after is not None else "a minute"
+        wait = f"{math.ceil(exc.retry_after)} s" if exc.retry_after is not None else "a minute"
         return f"The ToolBridge API rate limit was reached; retry in {wait}."
     if status >= 500:
         return f"ToolBridge API unavailable at {ctx.api_url} (HTTP {status}); try again shortly."

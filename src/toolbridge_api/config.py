@@ -6,7 +6,7 @@ error: pydantic's own messages echo inputs, so :func:`load_api_settings` rewrite
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "TOOLBRIDGE_API_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.toolbridge/api.db"
 
+SettingsT = TypeVar("SettingsT", bound="DatabaseSettings")
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -26,13 +27,8 @@ def env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
 
 
-class ApiSettings(BaseSettings):
-    """Configuration of the ToolBridge REST API.
-
-    Token verification needs either a JWKS URL (directly or derived from ``auth0_domain``) or
-    the development HS256 secret, and then an ``audience``. With neither, only the dev-only
-    ``X-Debug-Sub`` mode can authenticate, so it must be switched on explicitly.
-    """
+class DatabaseSettings(BaseSettings):
+    """What ``toolbridge-api migrate`` needs: the database, and how much to log."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -43,6 +39,17 @@ class ApiSettings(BaseSettings):
     )
 
     database_url: str = DEFAULT_DATABASE_URL
+    log_level: LogLevel = "INFO"
+
+
+class ApiSettings(DatabaseSettings):
+    """Configuration of the ToolBridge REST API.
+
+    Token verification needs either a JWKS URL (directly or derived from ``auth0_domain``) or
+    the development HS256 secret, and then an ``audience``. With neither, only the dev-only
+    ``X-Debug-Sub`` mode can authenticate, so it must be switched on explicitly.
+    """
+
     auth0_domain: str | None = None
     jwks_url: str | None = None
     issuer: str | None = None
@@ -58,7 +65,6 @@ class ApiSettings(BaseSettings):
     rate_limit_burst: int = Field(default=120, ge=1)
     session_ttl_seconds: float = Field(default=1800, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    log_level: LogLevel = "INFO"
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> ApiSettings:
@@ -87,11 +93,14 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{env_name(loc[0])}: {message}" if loc else message
 
 
-def load_api_settings(**overrides: Any) -> ApiSettings:
+def load_api_settings(
+    kind: type[SettingsT] = ApiSettings,  # type: ignore[assignment]
+    **overrides: Any,
+) -> SettingsT:
     """Read the settings, turning validation failures into one :class:`ConfigError` that
     lists each variable to fix and never echoes a value."""
     try:
-        return ApiSettings(**overrides)
+        return kind(**overrides)
     except ValidationError as exc:
         problems = [
             _describe(dict(error)) for error in exc.errors(include_input=False, include_url=False)

@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
+import re
 import secrets
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -247,3 +251,88 @@ def postgres_database_sync(dsn: str = POSTGRES_ADMIN_DSN) -> Iterator[str]:
         yield url
     finally:
         run_blocking(drop_postgres_database(url, dsn))
+
+
+API_COMMAND = str(Path(sys.executable).parent / "toolbridge-api")
+
+
+def run_api_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``toolbridge-api ARGS`` to completion with only ``env`` as TOOLBRIDGE_* settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
+    return subprocess.run(  # noqa: S603 - our own console script
+        [API_COMMAND, *args],
+        env=base | env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class ApiProcess:
+    """``toolbridge-api serve`` as a child process on 127.0.0.1 (a free port), as a user runs
+    it: settings only through ``TOOLBRIDGE_API_*`` environment variables. Its log lines are
+    kept in ``output``."""
+
+    _READY = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+    def __init__(self, env: dict[str, str], *, cwd: Path | None = None) -> None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
+        self.env = base | {"TOOLBRIDGE_API_HOST": "127.0.0.1", "TOOLBRIDGE_API_PORT": "0"} | env
+        self.cwd = cwd
+        self.output: list[str] = []
+        self.port: int | None = None
+        self._process: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("API process not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Self:
+        self._process = subprocess.Popen(  # noqa: S603 - our own console script
+            [API_COMMAND, "serve"],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._drain, daemon=True, name="api-process-log").start()
+        if not self._ready.wait(timeout) or self.port is None:
+            self.stop()
+            raise RuntimeError("toolbridge-api did not start:\n" + "\n".join(self.output[-20:]))
+        return self
+
+    def stop(self) -> int | None:
+        """Terminate (SIGTERM, then SIGKILL) and return the exit code."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        process.terminate()
+        try:
+            return process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _drain(self) -> None:
+        process = self._process
+        assert process is not None
+        assert process.stderr is not None
+        for line in process.stderr:
+            self.output.append(line.rstrip("\n"))
+            match = self._READY.search(line)
+            if match:
+                self.port = int(match.group(1))
+                self._ready.set()
+        self._ready.set()

@@ -187,8 +187,11 @@ class TokenVerifier:
                 retry_after=self._retry_after(),
             )
         if kid is None:
+            count = len(self._keys) + len(self._unnamed)
             raise AuthError(
-                401, "access token has no kid header and the issuer has more than one key"
+                401,
+                f"access token has no kid header and the issuer has {count} signing keys "
+                "(a kid is needed unless there is exactly one)",
             )
         raise AuthError(401, "access token kid does not match any signing key of the issuer")
 

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from toolbridge_mcp.auth.modes import log_auth_mode
 from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.config import Settings, get_settings
+from toolbridge_mcp.metrics import ServerMetrics
 from toolbridge_mcp.tools.entities import entity_tools, tool_parameters
 from toolbridge_mcp.tools.health import HealthReport, health_report
 
@@ -79,12 +80,13 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
             await backend.close()
 
     tools: list[Tool] = entity_tools(backend)
+    metrics = ServerMetrics(backend)
     mcp: FastMCP[Any] = FastMCP(
         "ToolBridge",
         instructions=INSTRUCTIONS,
         lifespan=resources,
         mask_error_details=True,
-        middleware=[DropUnknownArguments(tool_parameters(tools))],
+        middleware=[metrics.middleware, DropUnknownArguments(tool_parameters(tools))],
     )
     for tool in tools:
         mcp.add_tool(tool)
@@ -100,6 +102,8 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
         """Liveness for Fly.io: 200 while the process serves, even if degraded (a restart
         would not bring the identity provider back); the body says which."""
         return JSONResponse(health_report(backend).model_dump(mode="json"))
+
+    mcp.custom_route("/metrics", methods=["GET"])(metrics.endpoint)
 
     return mcp
 

@@ -170,3 +170,23 @@ async def test_identity_provider_down_at_startup_degrades_then_heals(
         health = await call(client, idp, "health_check")
     assert health["status"] == "ok"
     assert health["failure_count"] == 0
+
+
+async def test_tokens_the_api_never_accepts_do_not_burn_the_idp_quota(
+    idp: IdP, start_mcp: ServerFactory
+) -> None:
+    with ApiServer(
+        f"{idp.base_url}/.well-known/jwks.json",
+        f"{idp.base_url}/",
+        "https://another-api.test",  # our tokens are for AUDIENCE: always 401 here
+        tenant_secret="tenant-secret-0123456789",
+    ) as elsewhere:
+        server = start_mcp(api_url=elsewhere.url)
+        async with Client(server.url) as client:
+            first = await call_error(client, idp, "list_notes")
+            assert len(idp.requests) == 2  # startup token, one refetch after the 401
+            for _ in range(3):
+                await call_error(client, idp, "list_notes")
+    assert len(idp.requests) == 2
+    assert "HTTP 401" in first
+    assert "TOOLBRIDGE_AUTH0_AUDIENCE" in first

@@ -8,7 +8,9 @@ Each mode also names the *principal* requests are made for, which keys sync sess
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, ClassVar
 
@@ -65,16 +67,48 @@ class BackendAuth(httpx.Auth):
 
 
 class ClientCredentialsAuth(BearerAuth, BackendAuth):
-    """``auth0`` mode: tokens from the :class:`TokenManager`; a 401 refetches once."""
+    """``auth0`` mode: tokens from the :class:`TokenManager`; a 401 refetches once.
+
+    If even the freshly fetched token is refused, the API does not accept this client's
+    tokens at all (wrong audience or issuer): refetching on every call would only burn the
+    identity provider's quota, so 401s are passed through without refetching for a while.
+    """
 
     mode = "auth0"
 
-    def __init__(self, manager: TokenManager) -> None:
+    def __init__(self, manager: TokenManager, *, refetch_cooldown: float = 60.0) -> None:
         super().__init__(manager)
         self.manager = manager
+        self._cooldown = refetch_cooldown
+        self._no_refetch_until = float("-inf")
 
     async def get_auth_header(self) -> str:
         return f"Bearer {await self.manager.get_token()}"
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if time.monotonic() < self._no_refetch_until:
+            request.headers["Authorization"] = await self.get_auth_header()
+            yield request
+            return
+        flow = super().async_auth_flow(request)
+        response = yield await flow.__anext__()
+        try:
+            retry = await flow.asend(response)
+        except StopAsyncIteration:
+            return
+        response = yield retry
+        if response.status_code == httpx.codes.UNAUTHORIZED:
+            self._no_refetch_until = time.monotonic() + self._cooldown
+            logger.error(
+                "The API rejected a freshly fetched token too: it does not accept this "
+                "client's tokens (check TOOLBRIDGE_AUTH0_AUDIENCE and the issuer the API "
+                "trusts); not refetching on 401 for {:.0f}s",
+                self._cooldown,
+            )
+        with contextlib.suppress(StopAsyncIteration):
+            await flow.asend(response)
 
 
 class StaticTokenAuth(BackendAuth):

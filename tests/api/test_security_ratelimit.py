@@ -108,3 +108,12 @@ def test_memory_is_capped_under_a_flood_of_keys(clock: FakeClock) -> None:
 def test_invalid_settings(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be positive"):
         RateLimiter(**options)  # type: ignore[arg-type]
+
+
+def test_the_cap_forgets_the_least_recently_used_key(clock: FakeClock) -> None:
+    limiter = RateLimiter(requests=60, window_seconds=60, burst=5, clock=clock, max_keys=3)
+    drain(limiter, "heavy")
+    for n in range(10):
+        limiter.hit(f"user-{n}")
+        assert limiter.hit("heavy") is not None, "a key in use stays limited"
+    assert len(limiter) == 3

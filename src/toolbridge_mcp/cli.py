@@ -105,6 +105,38 @@ def token(
         typer.echo(f"{'Access token':<{width}}hidden (pass --show-token to print it)")
 
 
+@app.command()
+def check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show the log (on stderr).")
+    ] = False,
+) -> None:
+    """Check the configuration end to end, one line per step.
+
+    Validates the settings, gets a token, reaches the API (/healthz), opens a sync session
+    and lists one page of notes; each failure says which setting to fix. Exits 0 when every
+    step passes, 1 otherwise, 2 on bad settings.
+    """
+    from toolbridge_mcp.check import CheckResult, exit_code, run_checks
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        results = [CheckResult("settings", "fail", str(exc))]
+        code = 2
+    else:
+        configure_logging(settings.log_level if verbose else "CRITICAL")
+        results = asyncio.run(run_checks(settings))
+        code = exit_code(results)
+    if as_json:
+        typer.echo(json.dumps([result.as_dict() for result in results], indent=2))
+    else:
+        for result in results:
+            typer.echo(result.line())
+    raise typer.Exit(code)
+
+
 class Transport(StrEnum):
     """MCP transports: stdio for desktop clients, streamable HTTP (at ``/mcp``) or legacy SSE."""
 

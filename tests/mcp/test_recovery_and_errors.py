@@ -18,9 +18,11 @@ from tests.mcp.conftest import (
     ServerFactory,
     call,
     call_error,
+    mcp_settings,
 )
 from tests.support.api import ApiServer
 from tests.support.idp import IdP, Reply
+from toolbridge_mcp.server import create_server
 
 SESSIONS = ("POST", "/v1/sync/sessions")
 
@@ -29,6 +31,16 @@ async def test_not_found_names_the_entity_and_uid(client: Client[Any], idp: IdP)
     uid = str(uuid.uuid4())
     message = await call_error(client, idp, "get_task", uid=uid)
     assert f"Task {uid!r} not found" in message
+    assert "list_tasks" in message
+
+
+def test_building_the_server_touches_no_network(idp: IdP, api: ApiServer) -> None:
+    settings = mcp_settings(api.url, idp)
+    api.reset_counters()
+    server = create_server(settings)
+    assert server.name == "ToolBridge"
+    assert idp.requests == []
+    assert api.requests == 0
 
 
 async def test_version_conflict_gives_the_current_version(client: Client[Any], idp: IdP) -> None:

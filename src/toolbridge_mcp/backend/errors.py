@@ -59,6 +59,7 @@ class ErrorContext:
     entity: str | None = None
     uid: str | None = None
     get_tool: str | None = None
+    list_tool: str | None = None
     current_version: int | None = None
 
 
@@ -102,8 +103,8 @@ def _api_message(exc: ApiError, ctx: ErrorContext) -> str:
     status = exc.status
     if status == 404:
         return (
-            f"{_subject(ctx).capitalize()} not found. Check the uid; the list tool shows "
-            "existing ones."
+            f"{_subject(ctx).capitalize()} not found. Check the uid; "
+            f"{ctx.list_tool or 'the list tool'} shows the existing ones."
         )
     if status == 410:
         tool = ctx.get_tool or "the get tool"

@@ -70,6 +70,7 @@ class Backend:
         entity: str | None = None,
         uid: str | None = None,
         get_tool: str | None = None,
+        list_tool: str | None = None,
         current_version: int | None = None,
     ) -> ErrorContext:
         """What an error message needs to know about this backend and the call."""
@@ -80,5 +81,6 @@ class Backend:
             entity=entity,
             uid=uid,
             get_tool=get_tool,
+            list_tool=list_tool,
             current_version=current_version,
         )

@@ -288,6 +288,7 @@ class EntityTools:
                     entity=self.spec.label,
                     uid=uid,
                     get_tool=f"get_{self.spec.singular}",
+                    list_tool=f"list_{self.spec.plural}",
                     current_version=current,
                 ),
             ) from None

@@ -59,7 +59,9 @@ def correlation_id(request: Request) -> str:
 
 
 def error_body(status: int, message: str, cid: str, **extra: Any) -> dict[str, Any]:
-    return {"error": message, **extra, "correlation_id": cid}
+    """The contract's error shape; the message is made encodable, since it may quote input."""
+    safe = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return {"error": safe, **extra, "correlation_id": cid}
 
 
 def _response(request: Request, error: ApiError) -> JSONResponse:

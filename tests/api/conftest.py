@@ -7,16 +7,19 @@ runs it over real HTTP for the end-to-end tests.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from tests.conftest import LogCapture
 from tests.support.api import (
@@ -30,6 +33,13 @@ from toolbridge_api.app import create_app
 from toolbridge_api.config import ApiSettings
 
 BACKENDS = ("sqlite", "postgres")
+
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+"""For tests of request parsing that never reach the database: one backend is enough."""
+
+# The drivers log every statement at DEBUG; the log capture of every test would format them all.
+for _name in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 _TABLES = ("entity_rows", "sync_sessions", "user_epochs")
 
 
@@ -91,12 +101,30 @@ async def _empty_tables(url: str) -> None:
         await connection.close()
 
 
+@pytest.fixture(scope="session")
+def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite file for the session; tests empty its tables (``database_url``)."""
+    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'api.db'}"
+
+
+def _empty_sqlite(url: str) -> None:
+    path = url.removeprefix("sqlite+aiosqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        existing = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        for table in _TABLES:
+            if table in existing:
+                connection.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+
+
 @pytest.fixture(params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: a fresh SQLite file, or the session's PostgreSQL database emptied."""
+async def database_url(request: pytest.FixtureRequest) -> str:
+    """An empty database of each kind: the session's SQLite file or PostgreSQL database, with
+    their tables emptied (the schema stays, so the app's start skips migrating)."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
-    url: str = request.getfixturevalue("pg_database")
+        url: str = request.getfixturevalue("sqlite_database")
+        _empty_sqlite(url)
+        return url
+    url = request.getfixturevalue("pg_database")
     await _empty_tables(url)
     return url
 
@@ -168,6 +196,22 @@ class Api:
 
 ApiFactory = Callable[..., Any]
 
+_apps: dict[str, FastAPI] = {}
+
+
+def _app_for(settings: ApiSettings) -> FastAPI:
+    """One app per distinct settings for the whole run: building the routes costs more than
+    most tests. Each test still runs its own lifespan (engine, authenticator) on its loop."""
+    key = repr(
+        sorted(
+            (name, value.get_secret_value() if isinstance(value, SecretStr) else value)
+            for name, value in settings
+        )
+    )
+    if key not in _apps:
+        _apps[key] = create_app(settings)
+    return _apps[key]
+
 
 @pytest.fixture
 async def make_api(api_jwks: JWKSServer, database_url: str) -> AsyncIterator[Callable[..., Any]]:
@@ -175,7 +219,7 @@ async def make_api(api_jwks: JWKSServer, database_url: str) -> AsyncIterator[Cal
     stack: list[tuple[Any, httpx.AsyncClient]] = []
 
     async def factory(**overrides: Any) -> Api:
-        app = create_app(api_settings(api_jwks, database_url, **overrides))
+        app = _app_for(api_settings(api_jwks, database_url, **overrides))
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test")
@@ -200,4 +244,4 @@ def backend(database_url: str) -> str:
     return "postgres" if database_url.startswith("postgresql") else "sqlite"
 
 
-__all__ = ["POSTGRES_ADMIN_DSN", "Api", "User", "api_settings", "require_postgres"]
+__all__ = ["POSTGRES_ADMIN_DSN", "SQLITE_ONLY", "Api", "User", "api_settings", "require_postgres"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api, User
+from tests.api.conftest import SQLITE_ONLY, Api, User
 from toolbridge_api.entities import ENTITIES, ENTITY_NAMES
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -79,6 +80,7 @@ EXPECTED_EFFECTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(("entity", "action"), _action_cases())
 async def test_process_applies_each_action(alice: User, entity: str, action: str) -> None:
     item = await alice.create(entity, {"title": "t", "completedAt": "old", "resolvedAt": "old"})
@@ -109,6 +111,7 @@ def test_expected_effects_cover_every_declared_action() -> None:
     assert declared == set(EXPECTED_EFFECTS)
 
 
+@SQLITE_ONLY
 async def test_unknown_action_is_400_listing_valid_ones(alice: User) -> None:
     item = await alice.create("tasks", {"title": "t"})
     response = await alice.request(
@@ -120,6 +123,7 @@ async def test_unknown_action_is_400_listing_valid_ones(alice: User) -> None:
     assert unchanged.json()["version"] == 1
 
 
+@SQLITE_ONLY
 async def test_process_without_metadata_drops_previous_metadata(alice: User) -> None:
     item = await alice.create("notes", {})
     uid = item["uid"]
@@ -158,6 +162,7 @@ async def test_pagination_survives_deletes_between_pages(alice: User) -> None:
     assert [item["uid"] for item in rest.json()["items"]] == [uids[3]]
 
 
+@SQLITE_ONLY
 async def test_default_limit_is_500_and_max_is_1000(alice: User) -> None:
     too_big = await alice.request("GET", "/v1/notes", params={"limit": 1001})
     assert too_big.status_code == 400
@@ -168,6 +173,7 @@ async def test_default_limit_is_500_and_max_is_1000(alice: User) -> None:
     assert ok.status_code == 200
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     "cursor", ["garbage", "czo=", "czotMQ", "eDox", "!!!", "czoxMjM0NTY3ODkwMTIzNDU2Nzg5MA"]
 )
@@ -245,6 +251,7 @@ async def test_if_match_mismatch_is_412_and_changes_nothing(alice: User, method:
     assert matching.json()["version"] == 2
 
 
+@SQLITE_ONLY
 async def test_if_match_must_be_a_version(alice: User) -> None:
     item = await alice.create("notes", {})
     response = await alice.request(
@@ -254,6 +261,7 @@ async def test_if_match_must_be_a_version(alice: User) -> None:
     assert "If-Match" in response.json()["error"]
 
 
+@SQLITE_ONLY
 async def test_patch_is_a_json_merge_patch(alice: User) -> None:
     item = await alice.create("notes", {"a": {"b": 1, "c": 2}, "d": [1, 2], "e": "keep"})
     response = await alice.request(
@@ -273,6 +281,14 @@ async def test_patch_is_a_json_merge_patch(alice: User) -> None:
         ("PUT", b"[]"),
         ("PATCH", b"42"),
         ("PATCH", b"{"),
+        ("POST", b'{"a": NaN}'),
+        ("PUT", b'{"a": [Infinity]}'),
+        ("PATCH", b'{"a": {"b": -1e999}}'),
+        ("POST", b'{"a": "\\ud800"}'),
+        ("PATCH", b'{"\\udfff": 1}'),
+        ("POST", b'{"a": ' * 65 + b"1" + b"}" * 65),
+        ("PUT", b"[" * 100 + b"]" * 100),
+        ("POST", b'{"a": "\xff\xfe"}'),
     ],
 )
 async def test_malformed_or_non_object_bodies_are_400_and_write_nothing(
@@ -289,6 +305,7 @@ async def test_malformed_or_non_object_bodies_are_400_and_write_nothing(
     assert listed == [item]
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     "body",
     [
@@ -300,12 +317,18 @@ async def test_malformed_or_non_object_bodies_are_400_and_write_nothing(
 )
 async def test_process_body_with_wrong_types_is_400(alice: User, body: dict[str, Any]) -> None:
     item = await alice.create("notes", {})
-    response = await alice.request("POST", f"/v1/notes/{item['uid']}/process", json=body)
+    response = await alice.request(
+        "POST",
+        f"/v1/notes/{item['uid']}/process",
+        content=json.dumps(body),
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 400
     assert response.json()["error"].startswith("body")
     assert (await alice.request("GET", f"/v1/notes/{item['uid']}")).json()["version"] == 1
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("uid", ["not-a-uuid", "123", "g" * 36])
 async def test_bad_uuid_is_400(alice: User, uid: str) -> None:
     response = await alice.request("GET", f"/v1/notes/{uid}")
@@ -339,3 +362,27 @@ async def test_versions_increase_by_exactly_one_per_mutation(alice: User) -> Non
     for expected, (method, path, body) in enumerate(steps, start=2):
         response = await alice.request(method, path, json=body)
         assert response.json()["version"] == expected
+
+
+async def test_deepest_allowed_payload_and_unusual_text_round_trip(alice: User) -> None:
+    deep: Any = 1
+    for _ in range(63):
+        deep = {"d": deep}
+    payload = {"deep": deep, "nul": "a\u0000b", "emoji": "\U0001f600", "big": 10**30}
+    created = await alice.create("notes", payload)
+    assert created["payload"] == payload
+    listed = await alice.request("GET", "/v1/notes")
+    assert listed.json()["items"][0]["payload"] == payload
+
+
+@SQLITE_ONLY
+async def test_unknown_action_with_odd_text_is_still_a_clean_400(alice: User) -> None:
+    item = await alice.create("notes", {})
+    response = await alice.request(
+        "POST",
+        f"/v1/notes/{item['uid']}/process",
+        content=b'{"action": "\\ud800x"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "valid actions are pin, unpin, archive, unarchive" in response.json()["error"]

@@ -3,6 +3,7 @@ and as ``toolbridge-api serve`` in a child process configured only by environmen
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -11,12 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from tests.api.conftest import require_postgres
 from tests.conftest import AUDIENCE, CLIENT_ID, CLIENT_SECRET
-from tests.support.api import ApiProcess, ApiServer, run_api_cli
+from tests.support.api import ApiProcess, ApiServer
 from tests.support.idp import IdP
 from tests.support.jwks import JWKSServer
+from toolbridge_api.cli import app as cli
 from toolbridge_api.security import tenant_signature
 
 TENANT_SECRET = "tenant-secret-for-http-tests-0123456789"
@@ -167,9 +170,12 @@ def test_serve_from_environment_with_tenant_headers(tmp_path: Path, api_jwks: JW
     ],
 )
 def test_serve_refuses_bad_configuration_naming_the_variable(
-    tmp_path: Path, env: dict[str, str], variable: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], variable: str
 ) -> None:
-    result = run_api_cli(tmp_path, "serve", **env)
-    assert result.returncode == 2
-    assert f"TOOLBRIDGE_API_{variable}" in result.stderr
-    assert "super-secret-value" not in result.stderr + result.stdout
+    monkeypatch.chdir(tmp_path)
+    for name in [name for name in os.environ if name.startswith("TOOLBRIDGE_")]:
+        monkeypatch.delenv(name)
+    result = CliRunner().invoke(cli, ["serve"], env=env)
+    assert result.exit_code == 2
+    assert f"TOOLBRIDGE_API_{variable}" in result.output
+    assert "super-secret-value" not in result.output

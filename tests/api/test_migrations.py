@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from typer.testing import CliRunner
 
 from tests.api.conftest import require_postgres
 from tests.support.api import (
@@ -17,6 +18,7 @@ from tests.support.api import (
     run_api_cli,
     run_blocking,
 )
+from toolbridge_api.cli import app as cli
 from toolbridge_api.db.schema import create_engine, current_revision, migrate
 from toolbridge_api.db.store import Store
 from toolbridge_api.security import Principal
@@ -113,13 +115,17 @@ def test_cli_migrate_upgrades_an_old_database_without_losing_rows(
     assert run_blocking(_read_back(empty_database))[0] == HEAD_REVISION
 
 
-def test_cli_migrate_reports_an_unreachable_database(tmp_path: Path) -> None:
+def test_cli_migrate_reports_an_unusable_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("toolbridge_api.cli.configure_logging", lambda level: None)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     url = f"sqlite+aiosqlite:///{blocker}/x/api.db"
-    result = run_api_cli(tmp_path, "migrate", TOOLBRIDGE_API_DATABASE_URL=url)
-    assert result.returncode == 1
-    assert "Error: migration failed" in result.stderr
+    result = CliRunner().invoke(cli, ["migrate"], env={"TOOLBRIDGE_API_DATABASE_URL": url})
+    assert result.exit_code == 1
+    assert "Error: migration failed" in result.output
 
 
 async def test_first_start_creates_the_sqlite_folder_in_wal_mode(tmp_path: Path) -> None:

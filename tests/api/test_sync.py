@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api
+from tests.api.conftest import SQLITE_ONLY, Api
 from toolbridge_api.db.store import Store
 from toolbridge_api.entities import ENTITY_NAMES
 from toolbridge_api.security import Principal
@@ -172,6 +172,7 @@ async def test_state_counts_items_per_entity(api: Api) -> None:
     }
 
 
+@SQLITE_ONLY
 async def test_info_is_open_and_describes_the_server(api: Api) -> None:
     response = await api.http.get("/v1/sync/info")
     assert response.status_code == 200
@@ -198,6 +199,7 @@ async def test_healthz_is_open_and_checks_the_database(
     assert down.json()["error"] == "database unavailable"
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     "path", ["/v1/notes", "/v1/sync/sessions", "/v1/sync/state", "/v1/sync/wipe"]
 )
@@ -208,6 +210,7 @@ async def test_v1_routes_need_a_token(api: Api, path: str) -> None:
     assert response.json()["error"]
 
 
+@SQLITE_ONLY
 async def test_correlation_id_is_echoed_or_generated(api: Api) -> None:
     echoed = await api.http.get("/v1/nope", headers={"X-Correlation-ID": "req-42.a:b"})
     assert echoed.status_code == 404
@@ -223,12 +226,14 @@ async def test_correlation_id_is_echoed_or_generated(api: Api) -> None:
         assert len(replaced.headers["X-Correlation-ID"]) == 32
 
 
+@SQLITE_ONLY
 async def test_wrong_method_is_405_in_the_error_shape(api: Api) -> None:
     response = await api.http.put("/healthz")
     assert response.status_code == 405
     assert set(response.json()) == {"error", "correlation_id"}
 
 
+@SQLITE_ONLY
 async def test_unexpected_errors_are_a_bare_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     alice = await api.user()
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -38,17 +40,33 @@ def create_engine(database_url: str) -> AsyncEngine:
     return engine
 
 
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+@cache
+def head_revision() -> str | None:
+    """The newest revision shipped with this package."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
 def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    if revision == HEAD and _current(connection) == head_revision():
+        return
+    config = _config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
 
 
 async def migrate(engine: AsyncEngine, revision: str = HEAD) -> None:
-    """Bring the schema to ``revision`` (default: the latest) without touching existing rows."""
+    """Bring the schema to ``revision`` (default: the latest) without touching existing rows.
+
+    PostgreSQL: an advisory lock makes processes starting together migrate one at a time.
+    """
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade, revision)
 

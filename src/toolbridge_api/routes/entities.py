@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -26,6 +27,41 @@ IfMatch = Annotated[
     Header(description="Only change the item if its version is this one (else 412)."),
 ]
 Uid = uuid.UUID
+
+
+MAX_PAYLOAD_DEPTH = 64
+
+
+def checked_json(value: Any, where: str) -> Any:
+    """``value`` if every database and client can store it: nesting at most
+    ``MAX_PAYLOAD_DEPTH`` deep, finite numbers only, text that is valid Unicode; 400 if not.
+
+    Python's JSON parser accepts NaN, Infinity and lone surrogates, which PostgreSQL refuses
+    and JSON cannot represent; refusing them here means nothing unreadable is ever stored.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_PAYLOAD_DEPTH and isinstance(node, dict | list):
+            raise ApiError(400, f"{where} is nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ApiError(400, f"{where} contains NaN or Infinity, which JSON does not allow")
+        if isinstance(node, str):
+            _check_text(node, where)
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                _check_text(key, where)
+                stack.append((item, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+    return value
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{where} contains invalid Unicode (a lone surrogate)") from None
 
 
 def encode_cursor(seq: int) -> str:
@@ -101,6 +137,7 @@ def entity_router(entity: Entity) -> APIRouter:
     async def create_item(
         caller: SyncedCaller, store: StoreDep, payload: Payload, response: Response
     ) -> ItemOut:
+        checked_json(payload, "body")
         return _answer(response, await store.create_item(caller, name, payload))
 
     @router.get("/{uid}", operation_id=f"get_{name}", summary=f"Get one of {name}")
@@ -140,6 +177,7 @@ def entity_router(entity: Entity) -> APIRouter:
         response: Response,
         if_match: IfMatch = None,
     ) -> ItemOut:
+        checked_json(payload, "body")
         return await change(caller, store, uid, response, lambda _old, _now: payload, if_match)
 
     @router.patch(
@@ -155,6 +193,8 @@ def entity_router(entity: Entity) -> APIRouter:
         response: Response,
         if_match: IfMatch = None,
     ) -> ItemOut:
+        checked_json(patch, "body")
+
         def merged(old: dict[str, Any], _now: datetime) -> dict[str, Any]:
             result: dict[str, Any] = merge_patch(old, patch)
             return result
@@ -185,11 +225,12 @@ def entity_router(entity: Entity) -> APIRouter:
     async def process_item(
         caller: SyncedCaller, store: StoreDep, uid: Uid, body: ProcessIn, response: Response
     ) -> ItemOut:
+        checked_json(body.metadata, "body.metadata")
         action = entity.actions.get(body.action)
         if action is None:
             raise ApiError(
                 400,
-                f"unknown action {body.action[:64]!r} for {name}: "
+                f"unknown action {body.action[:64]!a} for {name}: "
                 f"valid actions are {valid_actions}",
             )
 

@@ -11,17 +11,19 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import re
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import asyncpg
+import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -272,24 +274,21 @@ def run_api_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProces
 
 class ApiProcess:
     """``toolbridge-api serve`` as a child process on 127.0.0.1 (a free port), as a user runs
-    it: settings only through ``TOOLBRIDGE_API_*`` environment variables. Its log lines are
-    kept in ``output``."""
-
-    _READY = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+    it: settings only through ``TOOLBRIDGE_API_*`` environment variables. Ready once
+    ``/healthz`` answers 200; its log lines (stderr) are kept in ``output``."""
 
     def __init__(self, env: dict[str, str], *, cwd: Path | None = None) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
-        self.env = base | {"TOOLBRIDGE_API_HOST": "127.0.0.1", "TOOLBRIDGE_API_PORT": "0"} | env
+        self.port = _free_port()
+        self.env = base | {"TOOLBRIDGE_API_HOST": "127.0.0.1"} | env
+        self.env["TOOLBRIDGE_API_PORT"] = str(self.port)
         self.cwd = cwd
         self.output: list[str] = []
-        self.port: int | None = None
         self._process: subprocess.Popen[str] | None = None
-        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("API process not started")
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> Self:
@@ -301,10 +300,14 @@ class ApiProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        threading.Thread(target=self._drain, daemon=True, name="api-process-log").start()
-        if not self._ready.wait(timeout) or self.port is None:
-            self.stop()
-            raise RuntimeError("toolbridge-api did not start:\n" + "\n".join(self.output[-20:]))
+        self._reader = threading.Thread(target=self._drain, daemon=True, name="api-log")
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not self._healthy():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("toolbridge-api did not start:\n" + "\n".join(self.output[-20:]))
+            time.sleep(0.05)
         return self
 
     def stop(self) -> int | None:
@@ -312,12 +315,16 @@ class ApiProcess:
         process, self._process = self._process, None
         if process is None:
             return None
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         try:
-            return process.wait(timeout=10)
+            code = process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-            return process.wait(timeout=5)
+            code = process.wait(timeout=5)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return code
 
     def __enter__(self) -> Self:
         return self.start()
@@ -325,14 +332,23 @@ class ApiProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
     def _drain(self) -> None:
         process = self._process
         assert process is not None
         assert process.stderr is not None
         for line in process.stderr:
             self.output.append(line.rstrip("\n"))
-            match = self._READY.search(line)
-            if match:
-                self.port = int(match.group(1))
-                self._ready.set()
-        self._ready.set()
+
+
+def _free_port() -> int:
+    """A port that was free a moment ago (the child binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from toolbridge_api.db.models import EntityRow, SyncSession, UserEpoch
 from toolbridge_api.security import Principal
@@ -123,6 +125,19 @@ class Store:
     def __init__(self, engine: AsyncEngine, *, session_ttl: timedelta) -> None:
         self.engine = engine
         self.session_ttl = session_ttl
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction. SQLite allows one writer at a time and makes the others poll
+        with growing sleeps, so this process queues its own writers instead; the busy
+        timeout still covers writers in other processes."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     async def ping(self) -> None:
         """Raises if the database cannot answer a trivial query."""
@@ -144,7 +159,7 @@ class Store:
             expires_at=now + self.session_ttl,
             epoch=await self.epoch(principal),
         )
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             await conn.execute(
                 insert(SyncSession).values(
                     id=session.id,
@@ -177,7 +192,7 @@ class Store:
         )
 
     async def delete_session(self, principal: Principal, session_id: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             result = await conn.execute(
                 delete(SyncSession).where(
                     SyncSession.id == session_id,
@@ -210,16 +225,16 @@ class Store:
                 SyncSession.tenant_id == principal.tenant_id,
                 SyncSession.user_id == principal.user_id,
             )
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             result = await conn.execute(statement)
         return int(result.rowcount)
 
     async def bump_epoch(self, principal: Principal) -> int:
         """Increments the caller's epoch, so every client must resynchronise; the new epoch."""
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             return await self._bump_epoch(conn, principal)
 
-    async def _bump_epoch(self, conn: Any, principal: Principal) -> int:
+    async def _bump_epoch(self, conn: AsyncConnection, principal: Principal) -> int:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         statement = (
             dialect.insert(UserEpoch)
@@ -234,7 +249,7 @@ class Store:
 
     async def wipe(self, principal: Principal) -> tuple[int, int]:
         """Deletes all the caller's items and bumps the epoch, atomically: (epoch, deleted)."""
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             result = await conn.execute(
                 delete(EntityRow).where(
                     EntityRow.tenant_id == principal.tenant_id,
@@ -300,7 +315,7 @@ class Store:
     async def create_item(self, principal: Principal, entity: str, payload: dict[str, Any]) -> Item:
         now = utcnow()
         item = Item(str(uuid.uuid4()), 1, now, None, payload)
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             await conn.execute(
                 insert(EntityRow).values(
                     tenant_id=principal.tenant_id,
@@ -354,7 +369,7 @@ class Store:
                 values["deleted_at"] = now
             else:
                 values["payload"] = change(current.payload, now)
-            async with self.engine.begin() as conn:
+            async with self._writing() as conn:
                 row = (
                     await conn.execute(
                         update(EntityRow)

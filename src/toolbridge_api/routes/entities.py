@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
+from pydantic_core import to_json
 
 from toolbridge_api.db.store import Change, Item
 from toolbridge_api.entities import ARCHIVE, Entity
@@ -103,9 +104,25 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _answer(response: Response, item: Item) -> ItemOut:
-    response.headers["ETag"] = f'"{item.version}"'
-    return ItemOut.of(item)
+def _json(item: Item) -> dict[str, Any]:
+    return {
+        "uid": item.uid,
+        "version": item.version,
+        "updatedAt": item.updated_at,
+        "deletedAt": item.deleted_at,
+        "payload": item.payload,
+    }
+
+
+def _answer(item: Item, status_code: int = 200) -> Response:
+    """The item as JSON with its version as ETag. Serialised directly: the response models
+    document the shape, re-validating what the store just returned would only cost time."""
+    return Response(
+        to_json(_json(item)),
+        status_code=status_code,
+        media_type="application/json",
+        headers={"ETag": f'"{item.version}"'},
+    )
 
 
 def entity_router(entity: Entity) -> APIRouter:
@@ -116,72 +133,82 @@ def entity_router(entity: Entity) -> APIRouter:
     router = APIRouter(prefix=f"/v1/{name}", tags=[name])
     valid_actions = ", ".join(entity.actions)
 
-    @router.get("", operation_id=f"list_{name}", summary=f"List {name}")
+    @router.get("", response_model=ItemPage, operation_id=f"list_{name}", summary=f"List {name}")
     async def list_items(
         caller: SyncedCaller,
         store: StoreDep,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
         include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
-    ) -> ItemPage:
+    ) -> Response:
         after = decode_cursor(cursor) if cursor else 0
         items, last = await store.list_items(
             caller, name, after=after, limit=limit, include_deleted=include_deleted
         )
-        return ItemPage(
-            items=[ItemOut.of(item) for item in items],
-            nextCursor=None if last is None else encode_cursor(last),
-        )
+        page = {
+            "items": [_json(item) for item in items],
+            "nextCursor": None if last is None else encode_cursor(last),
+        }
+        return Response(to_json(page), media_type="application/json")
 
-    @router.post("", status_code=201, operation_id=f"create_{name}", summary=f"Create {name}")
-    async def create_item(
-        caller: SyncedCaller, store: StoreDep, payload: Payload, response: Response
-    ) -> ItemOut:
+    @router.post(
+        "",
+        status_code=201,
+        response_model=ItemOut,
+        operation_id=f"create_{name}",
+        summary=f"Create {name}",
+    )
+    async def create_item(caller: SyncedCaller, store: StoreDep, payload: Payload) -> Response:
         checked_json(payload, "body")
-        return _answer(response, await store.create_item(caller, name, payload))
+        return _answer(await store.create_item(caller, name, payload), 201)
 
-    @router.get("/{uid}", operation_id=f"get_{name}", summary=f"Get one of {name}")
+    @router.get(
+        "/{uid}", response_model=ItemOut, operation_id=f"get_{name}", summary=f"Get one of {name}"
+    )
     async def get_item(
         caller: SyncedCaller,
         store: StoreDep,
         uid: Uid,
-        response: Response,
         include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
-    ) -> ItemOut:
+    ) -> Response:
         item = await store.get_item(caller, name, str(uid))
         if item is None:
             raise ApiError(404, f"no such item in {name}: {uid}")
         if item.deleted_at is not None and not include_deleted:
             raise ApiError(410, f"the item was deleted (add includeDeleted=true to see it): {uid}")
-        return _answer(response, item)
+        return _answer(item)
 
     async def change(
         caller: SyncedCaller,
         store: StoreDep,
         uid: uuid.UUID,
-        response: Response,
         how: Change | None,
         if_match: str | None = None,
-    ) -> ItemOut:
+    ) -> Response:
         item = await store.change_item(
             caller, name, str(uid), how, expected_version=parse_if_match(if_match)
         )
-        return _answer(response, item)
+        return _answer(item)
 
-    @router.put("/{uid}", operation_id=f"replace_{name}", summary=f"Replace one of {name}")
+    @router.put(
+        "/{uid}",
+        response_model=ItemOut,
+        operation_id=f"replace_{name}",
+        summary=f"Replace one of {name}",
+    )
     async def replace_item(
         caller: SyncedCaller,
         store: StoreDep,
         uid: Uid,
         payload: Payload,
-        response: Response,
         if_match: IfMatch = None,
-    ) -> ItemOut:
+    ) -> Response:
         checked_json(payload, "body")
-        return await change(caller, store, uid, response, lambda _old, _now: payload, if_match)
+        return await change(caller, store, uid, lambda _old, _now: payload, if_match)
 
     @router.patch(
         "/{uid}",
+        response_model=ItemOut,
         operation_id=f"patch_{name}",
         summary=f"Merge-patch one of {name} (RFC 7396: null removes a key)",
     )
@@ -190,41 +217,48 @@ def entity_router(entity: Entity) -> APIRouter:
         store: StoreDep,
         uid: Uid,
         patch: Payload,
-        response: Response,
         if_match: IfMatch = None,
-    ) -> ItemOut:
+    ) -> Response:
         checked_json(patch, "body")
 
         def merged(old: dict[str, Any], _now: datetime) -> dict[str, Any]:
             result: dict[str, Any] = merge_patch(old, patch)
             return result
 
-        return await change(caller, store, uid, response, merged, if_match)
+        return await change(caller, store, uid, merged, if_match)
 
-    @router.delete("/{uid}", operation_id=f"delete_{name}", summary=f"Soft-delete one of {name}")
+    @router.delete(
+        "/{uid}",
+        response_model=ItemOut,
+        operation_id=f"delete_{name}",
+        summary=f"Soft-delete one of {name}",
+    )
     async def delete_item(
         caller: SyncedCaller,
         store: StoreDep,
         uid: Uid,
-        response: Response,
         if_match: IfMatch = None,
-    ) -> ItemOut:
-        return await change(caller, store, uid, response, None, if_match)
+    ) -> Response:
+        return await change(caller, store, uid, None, if_match)
 
-    @router.post("/{uid}/archive", operation_id=f"archive_{name}", summary=f"Archive one of {name}")
-    async def archive_item(
-        caller: SyncedCaller, store: StoreDep, uid: Uid, response: Response
-    ) -> ItemOut:
-        return await change(caller, store, uid, response, ARCHIVE.apply)
+    @router.post(
+        "/{uid}/archive",
+        response_model=ItemOut,
+        operation_id=f"archive_{name}",
+        summary=f"Archive one of {name}",
+    )
+    async def archive_item(caller: SyncedCaller, store: StoreDep, uid: Uid) -> Response:
+        return await change(caller, store, uid, ARCHIVE.apply)
 
     @router.post(
         "/{uid}/process",
+        response_model=ItemOut,
         operation_id=f"process_{name}",
         summary=f"Apply an action to one of {name}: {valid_actions}",
     )
     async def process_item(
-        caller: SyncedCaller, store: StoreDep, uid: Uid, body: ProcessIn, response: Response
-    ) -> ItemOut:
+        caller: SyncedCaller, store: StoreDep, uid: Uid, body: ProcessIn
+    ) -> Response:
         checked_json(body.metadata, "body.metadata")
         action = entity.actions.get(body.action)
         if action is None:
@@ -243,6 +277,6 @@ def entity_router(entity: Entity) -> APIRouter:
                 result["lastActionMetadata"] = body.metadata
             return result
 
-        return await change(caller, store, uid, response, processed)
+        return await change(caller, store, uid, processed)
 
     return router

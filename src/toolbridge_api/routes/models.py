@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolbridge_api.db.store import EntityState, Item, Session
+from toolbridge_api.db.store import EntityState, Session
 
 
 class ItemOut(BaseModel):
@@ -19,16 +19,6 @@ class ItemOut(BaseModel):
     updatedAt: datetime
     deletedAt: datetime | None
     payload: dict[str, Any]
-
-    @classmethod
-    def of(cls, item: Item) -> ItemOut:
-        return cls(
-            uid=uuid.UUID(item.uid),
-            version=item.version,
-            updatedAt=item.updated_at,
-            deletedAt=item.deleted_at,
-            payload=item.payload,
-        )
 
 
 class ItemPage(BaseModel):

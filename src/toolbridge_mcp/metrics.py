@@ -4,7 +4,9 @@ Each server has its own registry: tests and benchmarks build many servers in one
 the global default registry would mix their counts and refuse the second set of names. Token
 figures are read from the :class:`TokenManager` when scraped (a collector, not counters fed
 alongside it), so they can neither drift from what the manager knows nor be counted twice.
-Labels hold tool names, outcomes and the auth mode only: never a token, secret or argument.
+API answers are counted by status on the backend client's transport, so requests per tool
+call (one in steady state) can be watched in production. Labels hold tool names, outcomes,
+status codes and the auth mode only: never a token, secret, argument or path.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Literal
 
+import httpx
 import mcp_types as mt
 from fastmcp.exceptions import FastMCPError, NotFoundError, ToolError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
@@ -25,6 +28,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from toolbridge_mcp.backend.client import DEFAULT_LIMITS
 from toolbridge_mcp.backend.runtime import Backend
 
 Outcome = Literal["ok", "tool_error", "error"]
@@ -92,6 +96,33 @@ class ToolCallMetrics(Middleware):
             self._calls.labels(tool, outcome).inc()
 
 
+class CountingTransport(httpx.AsyncBaseTransport):
+    """The backend client's pooled transport, counting the API's answers by status
+    (``unavailable`` when none came). The pool opens on first use, so a server stopped and
+    started again gets a fresh one, as with httpx's own default transport."""
+
+    def __init__(self, requests: Counter, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
+        self._requests = requests
+        self._limits = limits
+        self._pool: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._pool is None:
+            self._pool = httpx.AsyncHTTPTransport(limits=self._limits)
+        try:
+            response = await self._pool.handle_async_request(request)
+        except httpx.TransportError:
+            self._requests.labels("unavailable").inc()
+            raise
+        self._requests.labels(str(response.status_code)).inc()
+        return response
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+
+
 class TokenCollector(Collector):
     """The token manager's state at scrape time (``auth0`` mode; nothing in the others)."""
 
@@ -149,9 +180,10 @@ class TokenCollector(Collector):
 
 
 class ServerMetrics:
-    """The registry of one server, the middleware that feeds it and its ``/metrics`` view."""
+    """The registry of one server, what feeds it (the tool-call middleware, the API
+    transport, the token collector) and its ``/metrics`` view."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         calls = Counter(
             "toolbridge_mcp_tool_calls",
@@ -166,8 +198,21 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(TokenCollector(backend))
+        self._api_requests = Counter(
+            "toolbridge_mcp_api_requests",
+            "Requests to the ToolBridge API by response status (unavailable: no answer).",
+            ["status"],
+            registry=self.registry,
+        )
         self.middleware = ToolCallMetrics(calls, latency)
+
+    def api_transport(self) -> CountingTransport:
+        """The transport for the backend's API client."""
+        return CountingTransport(self._api_requests)
+
+    def watch_tokens(self, backend: Backend) -> None:
+        """Report ``backend``'s auth mode and token state at each scrape."""
+        self.registry.register(TokenCollector(backend))
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""

@@ -65,7 +65,9 @@ class DropUnknownArguments(Middleware):
 def create_server(settings: Settings | None = None) -> FastMCP[Any]:
     """The server for ``settings`` (default: from the environment). No I/O here."""
     settings = settings or get_settings()
-    backend = Backend(settings)
+    metrics = ServerMetrics()
+    backend = Backend(settings, transport=metrics.api_transport())
+    metrics.watch_tokens(backend)
     log_auth_mode(settings)
 
     @lifespan
@@ -80,7 +82,6 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
             await backend.close()
 
     tools: list[Tool] = entity_tools(backend)
-    metrics = ServerMetrics(backend)
     mcp: FastMCP[Any] = FastMCP(
         "ToolBridge",
         instructions=INSTRUCTIONS,

@@ -3,6 +3,7 @@ the token manager sees it, per server and without a secret."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import httpx
@@ -22,7 +23,7 @@ from tests.mcp.conftest import (
 )
 from tests.support.api import ApiServer
 from tests.support.idp import IdP, Reply
-from toolbridge_mcp.metrics import outcome_of
+from toolbridge_mcp.metrics import ServerMetrics, outcome_of
 from toolbridge_mcp.server import create_server
 
 CALLS = "toolbridge_mcp_tool_calls_total"
@@ -31,6 +32,7 @@ REFRESHES = "toolbridge_mcp_token_refreshes_total"
 FAILURES = "toolbridge_mcp_token_refresh_consecutive_failures"
 LAST_SUCCESS = "toolbridge_mcp_token_last_refresh_success"
 EXPIRES_IN = "toolbridge_mcp_token_expires_in_seconds"
+API_REQUESTS = "toolbridge_mcp_api_requests_total"
 
 
 class Scrape:
@@ -104,6 +106,49 @@ async def test_an_unexpected_exception_counts_as_error(api: ApiServer, idp: IdP)
     assert metrics.value(CALLS, tool="explode", outcome="error") == 1
     assert metrics.value(CALLS, tool="explode", outcome="tool_error") is None
     assert metrics.value(CALLS, tool="health_check", outcome="ok") == 1
+
+
+async def test_api_requests_are_counted_by_status(
+    start_mcp: ServerFactory, api: ApiServer, idp: IdP
+) -> None:
+    server = start_mcp()
+    async with Client(server.url) as client:
+        note = await call(client, idp, "create_note", title="counted at both ends")
+        before = await scrape(server)
+        api.reset_counters()
+        for _ in range(5):
+            await call(client, idp, "get_note", uid=note["uid"])
+        await call_error(client, idp, "get_note", uid=str(uuid.uuid4()))
+        after = await scrape(server)
+    assert before.value(API_REQUESTS, status="201") == 2  # the session, the note
+
+    def delta(status: str) -> float:
+        return (after.value(API_REQUESTS, status=status) or 0) - (
+            before.value(API_REQUESTS, status=status) or 0
+        )
+
+    assert delta("200") == 5  # one API request per tool call, seen from the server
+    assert delta("404") == 1
+    assert api.requests == 6  # and counted at the API
+
+
+async def test_unreachable_api_is_counted(start_mcp: ServerFactory, idp: IdP) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = start_mcp(api_url=url)  # nothing listens there once the socket is closed
+    async with Client(server.url) as client:
+        await call_error(client, idp, "list_notes")
+    assert (await scrape(server)).value(API_REQUESTS, status="unavailable") == 1
+
+
+async def test_counting_transport_opens_a_new_pool_after_close(api: ApiServer) -> None:
+    metrics = ServerMetrics()
+    transport = metrics.api_transport()
+    for _ in range(2):  # as when a server's lifespan runs again
+        async with httpx.AsyncClient(base_url=api.url, transport=transport) as http:
+            assert (await http.get("/healthz")).status_code == 200
+    assert Scrape(metrics.exposition().decode()).value(API_REQUESTS, status="200") == 2
 
 
 def test_outcome_tells_explained_failures_from_masked_ones() -> None:

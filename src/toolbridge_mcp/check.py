@@ -93,12 +93,21 @@ async def check_token(backend: Backend) -> CheckResult:
     try:
         await manager.get_token()  # the cached one if the backend's start fetched it
     except TokenError as exc:
-        return CheckResult("token", "fail", str(exc))
+        return CheckResult("token", "fail", _with_setting(str(exc), settings))
     fetched_expiry = manager.expires_at
     expires = "" if fetched_expiry is None else f", expires in {_elapsed(fetched_expiry):.0f}s"
     return CheckResult(
         "token", "pass", f"from {manager.token_url}{expires} (audience {manager.audience or '-'})"
     )
+
+
+def _with_setting(message: str, settings: Settings) -> str:
+    """A token failure that names no Auth0 setting (the endpoint unreachable or too slow)
+    points at the one that chose the endpoint."""
+    if "TOOLBRIDGE_AUTH0_" in message:
+        return message
+    endpoint = env_name("auth0_token_url" if settings.auth0_token_url else "auth0_domain")
+    return f"{message}; check {endpoint} and that the identity provider is reachable"
 
 
 async def check_api(api_url: str, context: ErrorContext) -> CheckResult:

@@ -131,6 +131,26 @@ def test_api_down_names_the_api_url_setting(tmp_path: Path, api: ApiServer, idp:
     checked.assert_no_secrets(idp)
 
 
+async def test_unreachable_identity_provider_names_the_endpoint_setting(api: ApiServer) -> None:
+    url = free_url()
+    settings = mcp_settings(
+        api.url,
+        None,
+        "passthrough",
+        auth0_client_id=CLIENT_ID,
+        auth0_client_secret=CLIENT_SECRET,
+        auth0_token_url=f"{url}/oauth/token",
+        auth0_audience=AUDIENCE,
+        token_request_deadline_seconds=1,
+    )
+    results = await run_checks(settings)
+    token = results[1]
+    assert token.status == "fail"
+    assert f"{url}/oauth/token" in token.detail
+    assert "TOOLBRIDGE_AUTH0_TOKEN_URL" in token.detail
+    assert exit_code(results) == 1
+
+
 def test_wrong_tenant_secret_names_the_tenant_settings(
     tmp_path: Path, api: ApiServer, idp: IdP
 ) -> None:

@@ -14,8 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.api.conftest import require_postgres
-from tests.conftest import AUDIENCE, CLIENT_ID, CLIENT_SECRET
+from tests.conftest import AUDIENCE, CLIENT_ID, CLIENT_SECRET, NASTY_SECRET
 from tests.support.api import ApiProcess, ApiServer
 from tests.support.idp import IdP
 from tests.support.jwks import JWKSServer
@@ -25,13 +24,13 @@ from toolbridge_api.security import tenant_signature
 TENANT_SECRET = "tenant-secret-for-http-tests-0123456789"
 
 
-def idp_token(idp: IdP) -> str:
+def idp_token(idp: IdP, client_id: str = CLIENT_ID, secret: str = CLIENT_SECRET) -> str:
     response = httpx.post(
         idp.token_url,
         data={
             "grant_type": "client_credentials",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
+            "client_id": client_id,
+            "client_secret": secret,
             "audience": AUDIENCE,
         },
     )
@@ -40,16 +39,9 @@ def idp_token(idp: IdP) -> str:
     return token
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def api_server(request: pytest.FixtureRequest, idp: IdP) -> Iterator[ApiServer]:
-    database_url = None
-    if request.param == "postgres":
-        require_postgres()
-        database_url = request.getfixturevalue("pg_database")
-        from tests.api.conftest import _empty_tables
-        from tests.support.api import run_blocking
-
-        run_blocking(_empty_tables(database_url))
+@pytest.fixture
+def api_server(idp: IdP, database_url: str) -> Iterator[ApiServer]:
+    """The API over real HTTP on each database, trusting the fake IdP's tokens."""
     with ApiServer(
         idp.base_url + "/.well-known/jwks.json",
         idp.base_url + "/",
@@ -88,6 +80,54 @@ def test_sync_flow_over_real_http(api_server: ApiServer, idp: IdP) -> None:
         assert api_server.expire_sessions() == 1
         expired = client.get("/v1/tasks", headers={**sync, "X-Sync-Epoch": "2"})
         assert expired.status_code == 428
+
+
+def test_every_entity_feature_once_over_real_http(api_server: ApiServer, idp: IdP) -> None:
+    owner = {"Authorization": f"Bearer {idp_token(idp)}"}
+    other = {"Authorization": f"Bearer {idp_token(idp, 'nasty-client', NASTY_SECRET)}"}
+    with httpx.Client(base_url=api_server.url) as client:
+        sync = _sync_headers(client, owner)
+        uids = [
+            client.post("/v1/notes", json={"i": i}, headers=sync).json()["uid"] for i in range(3)
+        ]
+        patched = client.patch(f"/v1/notes/{uids[0]}", json={"i": None, "t": 1}, headers=sync)
+        assert patched.json()["payload"] == {"t": 1}
+        archived = client.post(f"/v1/notes/{uids[0]}/archive", headers=sync)
+        assert archived.json()["payload"] == {"t": 1, "archived": True}
+        assert client.delete(f"/v1/notes/{uids[1]}", headers=sync).status_code == 200
+        assert client.get(f"/v1/notes/{uids[1]}", headers=sync).status_code == 410
+        first = client.get("/v1/notes", params={"limit": 1}, headers=sync).json()
+        rest = client.get(
+            "/v1/notes",
+            params={"cursor": first["nextCursor"], "includeDeleted": "true"},
+            headers=sync,
+        ).json()
+        assert [i["uid"] for i in first["items"] + rest["items"]] == uids
+        state = client.get("/v1/sync/state", headers=owner).json()
+        assert (state["entities"]["notes"]["count"], state["entities"]["notes"]["deleted"]) == (
+            2,
+            1,
+        )
+
+        intruder = _sync_headers(client, other)
+        assert client.get(f"/v1/notes/{uids[0]}", headers=intruder).status_code == 404
+        assert client.put(f"/v1/notes/{uids[0]}", json={}, headers=intruder).status_code == 404
+        assert client.get("/v1/notes", headers=intruder).json()["items"] == []
+        assert (
+            client.get(
+                "/v1/notes", headers={**intruder, **{"X-Sync-Session": sync["X-Sync-Session"]}}
+            ).status_code
+            == 403
+        )
+
+        wiped = client.post("/v1/sync/wipe", headers=owner).json()
+        assert wiped == {"epoch": 2, "deleted": 3}
+        assert client.get("/v1/notes", headers=sync).status_code == 409
+
+
+def _sync_headers(client: httpx.Client, auth: dict[str, str]) -> dict[str, str]:
+    session = client.post("/v1/sync/sessions", headers=auth).json()
+    return {**auth, "X-Sync-Session": session["id"], "X-Sync-Epoch": str(session["epoch"])}
 
 
 def test_oversize_streamed_body_is_413_over_real_http(api_server: ApiServer, idp: IdP) -> None:

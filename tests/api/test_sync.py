@@ -108,6 +108,18 @@ async def test_expired_session_is_428(api: Api) -> None:
     assert got.status_code == 404
 
 
+async def test_new_sessions_purge_the_callers_expired_ones(api: Api) -> None:
+    alice = await api.user("auth0|alice")
+    bob = await api.user("auth0|bob")
+    store = _store(api)
+    await store.expire_sessions()
+    expired_alice, expired_bob = alice.session_id, bob.session_id
+    await alice.start_session()
+    assert await store.check_session(expired_alice) is None
+    assert await store.check_session(expired_bob) is not None
+    assert await store.check_session(alice.session_id) is not None
+
+
 async def test_epoch_mismatch_is_409_with_the_current_epoch(api: Api) -> None:
     alice = await api.user()
     await _store(api).bump_epoch(Principal("default", "auth0|alice"))

@@ -150,6 +150,7 @@ class Store:
             return int(result.scalar_one())
 
     async def create_session(self, principal: Principal) -> Session:
+        """A new session for the caller; their expired sessions are purged on the way."""
         now = utcnow()
         session = Session(
             id=str(uuid.uuid4()),
@@ -160,6 +161,13 @@ class Store:
             epoch=await self.epoch(principal),
         )
         async with self._writing() as conn:
+            await conn.execute(
+                delete(SyncSession).where(
+                    SyncSession.tenant_id == principal.tenant_id,
+                    SyncSession.user_id == principal.user_id,
+                    SyncSession.expires_at <= now,
+                )
+            )
             await conn.execute(
                 insert(SyncSession).values(
                     id=session.id,

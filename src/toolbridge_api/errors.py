@@ -81,8 +81,6 @@ def _describe_validation(exc: RequestValidationError) -> str:
         if error.get("type") == "json_invalid":
             problems.append(f"request body is not valid JSON: {error.get('ctx', {}).get('error')}")
             continue
-        if loc[:1] == ["body"] and len(loc) == 1:
-            loc = ["body"]
         problems.append(f"{'.'.join(loc)}: {message}" if loc else message)
     return "; ".join(problems) or "invalid request"
 

@@ -123,21 +123,26 @@ class CountingTransport(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
+def _mode_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "toolbridge_mcp_auth_mode",
+        "How the server authenticates to the API (1 for the mode in use).",
+        labels=["mode"],
+    )
+
+
 class TokenCollector(Collector):
-    """The token manager's state at scrape time (``auth0`` mode; nothing in the others)."""
+    """The auth mode, and the token manager's state at scrape time (``auth0`` mode only)."""
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
 
     def describe(self) -> Iterator[Metric]:
+        yield _mode_family()
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
-        mode = GaugeMetricFamily(
-            "toolbridge_mcp_auth_mode",
-            "How the server authenticates to the API (1 for the mode in use).",
-            labels=["mode"],
-        )
+        mode = _mode_family()
         mode.add_metric([self._backend.mode], 1)
         yield mode
         manager = self._backend.manager

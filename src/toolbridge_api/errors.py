@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toolbridge_api.db.store import Contended, Gone, NotFound, StoreError, VersionMismatch
@@ -116,15 +117,32 @@ def install_error_handlers(app: FastAPI) -> None:
         message = {404: "no such route", 405: "method not allowed"}.get(
             exc.status_code, str(exc.detail)
         )
-        return _response(
-            request, ApiError(exc.status_code, message, headers=dict(exc.headers or {}))
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return _response(request, ApiError(exc.status_code, message, headers=headers))
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(AuthError, on_auth_error)
     app.add_exception_handler(StoreError, on_store_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API documents for this path: Starlette's own ``Allow`` names only
+    the first route whose path matched (e.g. GET but not DELETE)."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = [
+            (compile_path(path)[0], sorted(method.upper() for method in operations))
+            for path, operations in request.app.openapi()["paths"].items()
+        ]
+        request.app.state.allowed_methods = table
+    path = request.scope["path"]
+    return next((methods for pattern, methods in table if pattern.match(path)), [])
 
 
 class EnvelopeMiddleware:

@@ -243,6 +243,16 @@ async def test_wrong_method_is_405_in_the_error_shape(api: Api) -> None:
     response = await api.http.put("/healthz")
     assert response.status_code == 405
     assert set(response.json()) == {"error", "correlation_id"}
+    assert response.headers["Allow"] == "GET"
+
+
+@SQLITE_ONLY
+async def test_405_allow_lists_every_method_of_the_path(api: Api) -> None:
+    response = await api.http.put(f"/v1/sync/sessions/{uuid.uuid4()}")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "DELETE, GET"
+    item_path = await api.http.post(f"/v1/notes/{uuid.uuid4()}")
+    assert item_path.headers["Allow"] == "DELETE, GET, PATCH, PUT"
 
 
 @SQLITE_ONLY

@@ -10,13 +10,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
+from pydantic import Field, create_model
 from pydantic_core import to_json
 
 from toolbridge_api.db.store import Change, Item
 from toolbridge_api.entities import ARCHIVE, Entity
 from toolbridge_api.errors import ApiError
 from toolbridge_api.routes.context import StoreDep, SyncedCaller
-from toolbridge_api.routes.models import ItemOut, ItemPage, ProcessIn
+from toolbridge_api.routes.models import ItemOut, ItemPage, ProcessIn, error_responses
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
@@ -25,7 +26,10 @@ _CURSOR_PREFIX = "s:"
 Payload = Annotated[dict[str, Any], Body(description="The item's payload: a JSON object.")]
 IfMatch = Annotated[
     str | None,
-    Header(description="Only change the item if its version is this one (else 412)."),
+    Header(
+        description="Only change the item if its version is this one (else 412).",
+        pattern=r'^(W/)?"?[0-9]{1,18}"?$',
+    ),
 ]
 Uid = uuid.UUID
 
@@ -125,12 +129,29 @@ def _answer(item: Item, status_code: int = 200) -> Response:
     )
 
 
+def _process_model(entity: Entity) -> type[ProcessIn]:
+    """``ProcessIn`` whose ``action`` lists this entity's actions in the schema (as an enum)
+    while validation stays with the route, which answers with the valid actions."""
+    return create_model(
+        f"{entity.title.title().replace(' ', '')}Process",
+        __base__=ProcessIn,
+        action=(
+            str,
+            Field(description=ProcessIn.ACTION, json_schema_extra={"enum": [*entity.actions]}),
+        ),
+    )
+
+
 def entity_router(entity: Entity) -> APIRouter:
     """The REST routes of one entity: list, create, get, replace, patch, delete, archive,
     process. Every route needs a valid sync session and epoch, and sees only the caller's
     items (others' uids are 404, never 403, so they cannot be probed)."""
     name = entity.name
-    router = APIRouter(prefix=f"/v1/{name}", tags=[name])
+    router = APIRouter(
+        prefix=f"/v1/{name}",
+        tags=[name],
+        responses=error_responses(400, 401, 403, 404, 409, 410, 412, 413, 428, 429, 503),
+    )
     valid_actions = ", ".join(entity.actions)
 
     @router.get("", response_model=ItemPage, operation_id=f"list_{name}", summary=f"List {name}")
@@ -250,12 +271,6 @@ def entity_router(entity: Entity) -> APIRouter:
     async def archive_item(caller: SyncedCaller, store: StoreDep, uid: Uid) -> Response:
         return await change(caller, store, uid, ARCHIVE.apply)
 
-    @router.post(
-        "/{uid}/process",
-        response_model=ItemOut,
-        operation_id=f"process_{name}",
-        summary=f"Apply an action to one of {name}: {valid_actions}",
-    )
     async def process_item(
         caller: SyncedCaller, store: StoreDep, uid: Uid, body: ProcessIn
     ) -> Response:
@@ -278,5 +293,14 @@ def entity_router(entity: Entity) -> APIRouter:
             return result
 
         return await change(caller, store, uid, processed)
+
+    # The body model of this entity documents its actions as an enum in the OpenAPI schema.
+    process_item.__annotations__["body"] = _process_model(entity)
+    router.post(
+        "/{uid}/process",
+        response_model=ItemOut,
+        operation_id=f"process_{name}",
+        summary=f"Apply an action to one of {name}: {valid_actions}",
+    )(process_item)
 
     return router

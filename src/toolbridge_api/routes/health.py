@@ -12,7 +12,7 @@ from toolbridge_api.entities import ENTITIES
 from toolbridge_api.errors import ApiError
 from toolbridge_api.routes.context import StoreDep
 from toolbridge_api.routes.entities import DEFAULT_LIMIT, MAX_LIMIT
-from toolbridge_api.routes.models import HealthOut, InfoOut, LimitsOut
+from toolbridge_api.routes.models import HealthOut, InfoOut, LimitsOut, error_responses
 
 router = APIRouter()
 
@@ -24,7 +24,7 @@ def server_version() -> str:
         return "0+unknown"
 
 
-@router.get("/healthz", tags=["health"], operation_id="healthz")
+@router.get("/healthz", tags=["health"], operation_id="healthz", responses=error_responses(503))
 async def healthz(store: StoreDep) -> HealthOut:
     """200 when the database answers, 503 otherwise (the error says which part failed)."""
     try:

@@ -4,11 +4,43 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from toolbridge_api.db.store import EntityState, Session
+
+
+class ErrorOut(BaseModel):
+    """Every error answer. Some carry more fields: ``epoch`` (409 epoch_mismatch), ``version``
+    (412, the item's current version)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="What went wrong and, where possible, what to fix.")
+    correlation_id: str = Field(description="Also in the X-Correlation-ID response header.")
+
+
+_ERROR_MEANINGS = {
+    400: "Malformed request: bad JSON, wrong types, bad UUID, cursor, limit or header.",
+    401: "Missing or invalid access token (or tenant headers).",
+    403: "Authenticated, but not allowed (e.g. someone else's sync session).",
+    404: "No such item or session for this caller.",
+    409: "epoch_mismatch: the caller's epoch changed (wipe); resynchronise.",
+    410: "The item was deleted (GET with includeDeleted=true still shows it).",
+    412: "If-Match does not name the item's current version.",
+    413: "Request body larger than the server's limit.",
+    428: "Missing, unknown or expired X-Sync-Session, or missing X-Sync-Epoch.",
+    429: "Rate limit exceeded; see Retry-After.",
+    503: "A dependency (database, identity provider keys) is unavailable.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the error answers a route can give."""
+    return {
+        status: {"model": ErrorOut, "description": _ERROR_MEANINGS[status]} for status in statuses
+    }
 
 
 class ItemOut(BaseModel):
@@ -27,10 +59,16 @@ class ItemPage(BaseModel):
 
 
 class ProcessIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Body of ``POST /v1/{entity}/{uid}/process``; each entity documents its own actions.
+    An action the entity does not have is refused with a 400 that lists the valid ones."""
 
-    action: str = Field(description="One of the entity's actions (see GET /v1/sync/info).")
-    metadata: dict[str, Any] | None = None
+    model_config = ConfigDict(extra="forbid")
+    ACTION: ClassVar[str] = "One of the entity's actions (also listed by GET /v1/sync/info)."
+
+    action: str = Field(description=ACTION)
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Recorded in the payload as lastActionMetadata."
+    )
 
 
 class SessionOut(BaseModel):

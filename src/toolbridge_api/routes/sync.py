@@ -9,9 +9,17 @@ from fastapi import APIRouter, Response
 from toolbridge_api.entities import ENTITY_NAMES
 from toolbridge_api.errors import ApiError
 from toolbridge_api.routes.context import EPOCH_HEADER, Caller, StoreDep
-from toolbridge_api.routes.models import EntityStateOut, SessionOut, StateOut, WipeOut
+from toolbridge_api.routes.models import (
+    EntityStateOut,
+    SessionOut,
+    StateOut,
+    WipeOut,
+    error_responses,
+)
 
-router = APIRouter(prefix="/v1/sync", tags=["sync"])
+router = APIRouter(
+    prefix="/v1/sync", tags=["sync"], responses=error_responses(400, 401, 403, 404, 429, 503)
+)
 
 
 def _not_found(session_id: uuid.UUID) -> ApiError:

@@ -266,6 +266,7 @@ async def test_valid_token_is_served_while_idp_returns_503(
     clock.advance(5)
     assert await manager.get_token() == old
     await settle(lambda: manager.failure_count == 0)
+    assert manager.failures_total == 2, "the running total survives a success"
     assert manager.last_refresh_success is True
     assert await manager.get_token() == idp.issued[-1] != old
 

@@ -148,10 +148,12 @@ class TokenCollector(Collector):
         manager = self._backend.manager
         if manager is None:
             return
-        refreshes, failures, success, expires_in = self._families()
+        refreshes, failures_total, failures, success, expires_in = self._families()
         refreshes.add_metric([], manager.refresh_count)
+        failures_total.add_metric([], manager.failures_total)
         failures.add_metric([], manager.failure_count)
         yield refreshes
+        yield failures_total
         yield failures
         if manager.last_refresh_success is not None:
             success.add_metric([], 1 if manager.last_refresh_success else 0)
@@ -163,11 +165,21 @@ class TokenCollector(Collector):
 
     def _families(
         self,
-    ) -> tuple[CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    ) -> tuple[
+        CounterMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+    ]:
         return (
             CounterMetricFamily(
                 "toolbridge_mcp_token_refreshes",
                 "Access tokens fetched from the identity provider since start.",
+            ),
+            CounterMetricFamily(
+                "toolbridge_mcp_token_refresh_failures",
+                "Failed token fetches since start (each fetch counts once, retries included).",
             ),
             GaugeMetricFamily(
                 "toolbridge_mcp_token_refresh_consecutive_failures",

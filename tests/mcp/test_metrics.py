@@ -30,6 +30,7 @@ CALLS = "toolbridge_mcp_tool_calls_total"
 LATENCY_COUNT = "toolbridge_mcp_tool_call_duration_seconds_count"
 REFRESHES = "toolbridge_mcp_token_refreshes_total"
 FAILURES = "toolbridge_mcp_token_refresh_consecutive_failures"
+FAILURES_TOTAL = "toolbridge_mcp_token_refresh_failures_total"
 LAST_SUCCESS = "toolbridge_mcp_token_last_refresh_success"
 EXPIRES_IN = "toolbridge_mcp_token_expires_in_seconds"
 API_REQUESTS = "toolbridge_mcp_api_requests_total"
@@ -189,6 +190,7 @@ async def test_refresh_failures_show_and_clear(start_mcp: ServerFactory, idp: Id
     failures = down.value(FAILURES)
     assert failures is not None
     assert failures >= 1
+    assert down.value(FAILURES_TOTAL) == failures
     assert down.value(LAST_SUCCESS) == 0
     assert EXPIRES_IN not in down.names()  # no token, no expiry
     idp.set_default(Reply())
@@ -197,6 +199,7 @@ async def test_refresh_failures_show_and_clear(start_mcp: ServerFactory, idp: Id
     healed = await scrape(server)
     assert healed.value(REFRESHES) == 1
     assert healed.value(FAILURES) == 0
+    assert healed.value(FAILURES_TOTAL) == failures  # the counter keeps what the gauge forgot
     assert healed.value(LAST_SUCCESS) == 1
     assert healed.value(EXPIRES_IN) is not None
 
@@ -213,7 +216,7 @@ async def test_other_modes_have_no_token_metrics(
     metrics = await scrape(server)
     assert metrics.value("toolbridge_mcp_auth_mode", mode=mode) == 1
     assert metrics.value(CALLS, tool="list_notes", outcome="ok") == 1
-    assert not {REFRESHES, FAILURES, LAST_SUCCESS, EXPIRES_IN} & metrics.names()
+    assert not {REFRESHES, FAILURES, FAILURES_TOTAL, LAST_SUCCESS, EXPIRES_IN} & metrics.names()
     assert token not in metrics.text
 
 

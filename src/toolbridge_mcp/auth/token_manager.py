@@ -125,6 +125,7 @@ class TokenManager:
         self._last_refresh_at: datetime | None = None
         self._last_refresh_success: bool | None = None
         self._failure_count = 0
+        self._failures_total = 0
         self._refresh_count = 0
         self._last_error: str | None = None
 
@@ -248,6 +249,12 @@ class TokenManager:
     def failure_count(self) -> int:
         """Consecutive failed token requests (0 once one succeeds)."""
         return self._failure_count
+
+    @property
+    def failures_total(self) -> int:
+        """Failed token fetches since start; unlike :attr:`failure_count` it never resets,
+        so a metrics scraper sees every failure."""
+        return self._failures_total
 
     @property
     def refresh_count(self) -> int:
@@ -376,6 +383,7 @@ class TokenManager:
         self._last_refresh_at = datetime.now(UTC)
         self._last_refresh_success = False
         self._failure_count += 1
+        self._failures_total += 1
         self._last_error = exc.reason
         token, now = self._token, self._clock()
         if token is None or now >= token.usable_until:

@@ -381,46 +381,35 @@ class EntityTools:
         )
 
     def _update(self) -> Tool:
-        spec, item = self.spec, self.models.item
-
-        async def body(args: dict[str, Any]) -> Any:
-            uid = args["uid"]
-            payload = _payload(spec.fields, args, partial=False)
-            return _item(
-                item,
-                await self._call(
-                    "PUT",
-                    self._item_path(uid),
-                    uid=uid,
-                    json=payload,
-                    headers=_if_match(args["if_version"]),
-                ),
-            )
-
-        return _tool(
-            f"update_{spec.singular}",
-            f"Replace all fields of a {spec.label} (fields not given get their defaults; "
-            f"to change only some, use patch_{spec.singular}). Returns the new version.",
-            [
-                _param("uid", Uid),
-                *_field_params(spec.fields, optional=False),
-                _param("if_version", IfVersion, None),
-            ],
-            item,
-            body,
-            ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
+        return self._write(
+            partial=False,
+            name=f"update_{self.spec.singular}",
+            description=f"Replace all fields of a {self.spec.label} (fields not given get their "
+            f"defaults; to change only some, use patch_{self.spec.singular}). "
+            "Returns the new version.",
         )
 
     def _patch(self) -> Tool:
+        return self._write(
+            partial=True,
+            name=f"patch_{self.spec.singular}",
+            description=f"Change some fields of a {self.spec.label}; omitted fields stay as "
+            "they are. Returns the new version.",
+        )
+
+    def _write(self, *, partial: bool, name: str, description: str) -> Tool:
+        """update_ (PUT, every field) and patch_ (PATCH, merge of the given fields) differ
+        only in the method and in which fields are required."""
         spec, item = self.spec, self.models.item
+        method = "PATCH" if partial else "PUT"
 
         async def body(args: dict[str, Any]) -> Any:
             uid = args["uid"]
-            payload = _payload(spec.fields, args, partial=True)
+            payload = _payload(spec.fields, args, partial=partial)
             return _item(
                 item,
                 await self._call(
-                    "PATCH",
+                    method,
                     self._item_path(uid),
                     uid=uid,
                     json=payload,
@@ -429,17 +418,19 @@ class EntityTools:
             )
 
         return _tool(
-            f"patch_{spec.singular}",
-            f"Change some fields of a {spec.label}; omitted fields stay as they are. "
-            "Returns the new version.",
+            name,
+            description,
             [
                 _param("uid", Uid),
-                *_field_params(spec.fields, optional=True),
+                *_field_params(spec.fields, optional=partial),
                 _param("if_version", IfVersion, None),
             ],
             item,
             body,
-            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+            # Replacing drops fields not given; merging only changes the ones given.
+            ToolAnnotations(
+                read_only_hint=False, destructive_hint=not partial, idempotent_hint=True
+            ),
         )
 
     def _delete(self) -> Tool:

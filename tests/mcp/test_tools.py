@@ -7,10 +7,19 @@ from typing import Any
 import httpx
 import pytest
 from fastmcp import Client
+from pydantic import SecretStr
 
-from tests.mcp.conftest import McpHttpServer, call, call_error
+from tests.mcp.conftest import (
+    TENANT_ID,
+    TENANT_SECRET,
+    McpHttpServer,
+    call,
+    call_error,
+    mint_token,
+)
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
+from toolbridge_mcp.auth.tenant import TenantSigner
 
 KINDS = ("list", "get", "create", "update", "patch", "delete", "archive", "process")
 ENTITIES = {
@@ -218,3 +227,32 @@ async def test_legacy_protocol_client(mcp: McpHttpServer, idp: IdP) -> None:
         note = await call(legacy, idp, "create_note", title="old client")
         got = await call(legacy, idp, "get_note", uid=note["uid"])
     assert got["payload"]["title"] == "old client"
+
+
+async def test_items_other_clients_stored_with_odd_types_still_read(
+    client: Client[Any], api: ApiServer, idp: IdP
+) -> None:
+    """The API stores any JSON object; a known key of another type must not fail the page."""
+    note = await call(client, idp, "create_note", title="typed", tags=["a"])
+    signer = TenantSigner(TENANT_ID, SecretStr(TENANT_SECRET))
+    auth = {"Authorization": f"Bearer {mint_token(idp)}"}
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        opened = await http.post("/v1/sync/sessions", headers={**auth, **signer.headers()})
+        session = {
+            "X-Sync-Session": opened.json()["id"],
+            "X-Sync-Epoch": opened.headers["X-Sync-Epoch"],
+        }
+        patched = await http.patch(
+            f"/v1/notes/{note['uid']}",
+            json={"tags": "not-a-list", "pinned": "maybe", "colour": "teal"},
+            headers={**auth, **signer.headers(), **session},
+        )
+    assert patched.status_code == 200, patched.text
+
+    item = await call(client, idp, "get_note", uid=note["uid"])
+    payload = item["payload"]
+    assert payload["title"] == "typed"
+    assert payload["colour"] == "teal"
+    assert payload["untypedFields"] == {"tags": "not-a-list", "pinned": "maybe"}
+    page = await call(client, idp, "list_notes")
+    assert note["uid"] in {entry["uid"] for entry in page["items"]}

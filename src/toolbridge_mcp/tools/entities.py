@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, cast
 
 from fastmcp.tools import Tool
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
@@ -38,6 +38,8 @@ from toolbridge_mcp.tools.fields import (
 )
 
 _ERRORS = (BackendError, MissingAuthenticationError, TokenError)
+UNTYPED_KEY = "untypedFields"
+"""Payload keys whose stored value does not have the documented type are kept under this."""
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 
@@ -161,15 +163,29 @@ def _item(model: type[Item], body: Any) -> Item:
     """API item (camelCase) → result model."""
     if not isinstance(body, dict):
         raise ApiError(200, "the API answered with something that is not an item")
+    payload_model = cast(type[BaseModel], model.model_fields["payload"].annotation)
     return model.model_validate(
         {
             "uid": body.get("uid"),
             "version": body.get("version"),
             "updated_at": body.get("updatedAt"),
             "deleted_at": body.get("deletedAt"),
-            "payload": body.get("payload") or {},
+            "payload": _lenient_payload(payload_model, body.get("payload")),
         }
     )
+
+
+def _lenient_payload(model: type[BaseModel], payload: Any) -> BaseModel:
+    """The payload as ``model``; other sync clients may store a known key with another type
+    (``"tags": "x"``), which must not fail a whole page: such keys move, unchanged, under
+    ``UNTYPED_KEY``."""
+    raw = dict(payload) if isinstance(payload, dict) else {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+    untyped = {key: raw.pop(key) for key in sorted(bad) if key in raw}
+    return model.model_validate({**raw, UNTYPED_KEY: untyped})
 
 
 def _param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:

@@ -29,6 +29,10 @@ _SANE_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+class _ClientGone(Exception):
+    """The client disconnected before sending its whole body."""
+
+
 class ApiError(Exception):
     """An error answer: status, a message that says what to fix, optional extra fields."""
 
@@ -179,7 +183,10 @@ class EnvelopeMiddleware:
 
         try:
             if scope["method"] in _BODY_METHODS:
-                body = await self._read_body(scope, receive)
+                try:
+                    body = await self._read_body(scope, receive)
+                except _ClientGone:
+                    return
                 if body is None:
                     await self._error(send_with_id, 413, self._too_large(), cid)
                     return
@@ -194,7 +201,11 @@ class EnvelopeMiddleware:
         return f"request body too large: the limit is {self.max_body_bytes} bytes"
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None once it exceeds the limit (declared or actual)."""
+        """The whole body, or None once it exceeds the limit (declared or actual).
+
+        Raises ``_ClientGone`` if the client leaves mid-body: then nothing runs, as a cut
+        body could still parse and be written although the client gave up on the request.
+        """
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
                 return None
@@ -203,7 +214,7 @@ class EnvelopeMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:

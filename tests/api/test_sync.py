@@ -11,6 +11,7 @@ import pytest
 from tests.api.conftest import SQLITE_ONLY, Api
 from toolbridge_api.db.store import Store
 from toolbridge_api.entities import ENTITY_NAMES
+from toolbridge_api.errors import EnvelopeMiddleware
 from toolbridge_api.security import Principal
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -267,3 +268,32 @@ async def test_unexpected_errors_are_a_bare_500(api: Api, monkeypatch: pytest.Mo
     assert response.status_code == 500
     assert response.json() == {"error": "internal server error", "correlation_id": "c-500"}
     assert "hunter2" not in response.text
+
+
+@SQLITE_ONLY
+async def test_a_body_cut_short_by_a_disconnect_runs_nothing() -> None:
+    called: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        called.append(scope["path"])
+
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"a": 1}', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    middleware = EnvelopeMiddleware(app, max_body_bytes=1024)
+    scope = {"type": "http", "method": "POST", "path": "/v1/notes", "headers": []}
+    await middleware(scope, receive, send)
+    assert called == []
+    assert sent == []

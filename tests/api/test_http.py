@@ -219,3 +219,28 @@ def test_serve_refuses_bad_configuration_naming_the_variable(
     assert result.exit_code == 2
     assert f"TOOLBRIDGE_API_{variable}" in result.output
     assert "super-secret-value" not in result.output
+
+
+def test_processes_sharing_a_database_share_sessions_and_epochs(
+    idp: IdP, database_url: str
+) -> None:
+    """Two API servers on one database, as behind a load balancer."""
+    jwks, issuer = idp.base_url + "/.well-known/jwks.json", idp.base_url + "/"
+    auth = {"Authorization": f"Bearer {idp_token(idp)}"}
+    with (
+        ApiServer(jwks, issuer, AUDIENCE, database_url=database_url) as first,
+        ApiServer(jwks, issuer, AUDIENCE, database_url=database_url) as second,
+        httpx.Client(headers=auth) as client,
+    ):
+        session = client.post(f"{first.url}/v1/sync/sessions").json()
+        sync = {"X-Sync-Session": session["id"], "X-Sync-Epoch": str(session["epoch"])}
+        created = client.post(f"{second.url}/v1/notes", json={"n": 1}, headers=sync)
+        assert created.status_code == 201
+        got = client.get(f"{first.url}/v1/notes/{created.json()['uid']}", headers=sync)
+        assert got.json() == created.json()
+
+        assert client.post(f"{second.url}/v1/sync/wipe").json()["epoch"] == 2
+        assert client.get(f"{first.url}/v1/notes", headers=sync).status_code == 409
+        client.delete(f"{second.url}/v1/sync/sessions/{session['id']}")
+        gone = client.get(f"{first.url}/v1/notes", headers={**sync, "X-Sync-Epoch": "2"})
+        assert gone.status_code == 428

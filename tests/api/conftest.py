@@ -23,7 +23,6 @@ from pydantic import SecretStr
 
 from tests.conftest import LogCapture
 from tests.support.api import (
-    POSTGRES_ADMIN_DSN,
     postgres_available,
     postgres_database_sync,
     run_blocking,
@@ -194,8 +193,6 @@ class Api:
         return user
 
 
-ApiFactory = Callable[..., Any]
-
 _apps: dict[str, FastAPI] = {}
 
 
@@ -242,6 +239,3 @@ async def api(make_api: Callable[..., Any]) -> Api:
 @pytest.fixture
 def backend(database_url: str) -> str:
     return "postgres" if database_url.startswith("postgresql") else "sqlite"
-
-
-__all__ = ["POSTGRES_ADMIN_DSN", "SQLITE_ONLY", "Api", "User", "api_settings", "require_postgres"]

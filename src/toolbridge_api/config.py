@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TOOLBRIDGE_API_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.toolbridge/api.db"
+MIN_HS256_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key is at least as long as the hash output (256 bits)."""
 
 SettingsT = TypeVar("SettingsT", bound="DatabaseSettings")
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
@@ -72,6 +74,13 @@ class ApiSettings(DatabaseSettings):
             domain = self.auth0_domain.strip().removeprefix("https://").rstrip("/")
             self.jwks_url = self.jwks_url or f"https://{domain}/.well-known/jwks.json"
             self.issuer = self.issuer or f"https://{domain}/"
+        if self.hs256_secret is not None:
+            size = len(self.hs256_secret.get_secret_value().encode())
+            if size < MIN_HS256_SECRET_BYTES:
+                raise ValueError(
+                    f"{env_name('hs256_secret')} must be at least {MIN_HS256_SECRET_BYTES} bytes "
+                    f"(got {size}); generate one with `openssl rand -hex 32`"
+                )
         verifies_tokens = bool(self.jwks_url) or self.hs256_secret is not None
         if verifies_tokens and not self.audience:
             raise ValueError(

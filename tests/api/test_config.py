@@ -60,6 +60,14 @@ def test_token_verification_needs_an_audience() -> None:
     assert SECRET not in str(failure.value)
 
 
+def test_a_short_hs256_secret_is_refused_naming_the_variable() -> None:
+    short = "too-short-0123456789"
+    with pytest.raises(ConfigError) as failure:
+        load(hs256_secret=short, audience="a")
+    assert "TOOLBRIDGE_API_HS256_SECRET must be at least 32 bytes" in str(failure.value)
+    assert short not in str(failure.value)
+
+
 def test_no_verification_at_all_is_refused_unless_debug_mode() -> None:
     with pytest.raises(ConfigError) as failure:
         load()

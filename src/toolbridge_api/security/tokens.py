@@ -23,12 +23,12 @@ import jwt
 from loguru import logger
 from pydantic import SecretStr
 
+from toolbridge_api.config import MIN_HS256_SECRET_BYTES
 from toolbridge_api.security.principal import AuthError, checked_user_id
 
 _MAX_TOKEN_LENGTH = 16_384
 """Longer bearer values are refused before parsing; real access tokens are a few KB."""
-_MIN_HS256_SECRET_BYTES = 32
-"""RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
+
 _SHOWABLE_ALG = re.compile(r"[A-Za-z0-9]{1,10}")
 """An ``alg`` value echoed in an error message; anything else is not repeated back."""
 _JWKS_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
@@ -57,9 +57,9 @@ class TokenVerifier:
             raise ValueError("TokenVerifier needs an audience: tokens for any API would pass")
         if hs256_secret is not None:
             size = len(hs256_secret.get_secret_value().encode())
-            if size < _MIN_HS256_SECRET_BYTES:
+            if size < MIN_HS256_SECRET_BYTES:
                 raise ValueError(
-                    f"the HS256 secret must be at least {_MIN_HS256_SECRET_BYTES} bytes "
+                    f"the HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes "
                     f"(got {size}); generate one with `openssl rand -hex 32`"
                 )
             logger.warning(

@@ -84,6 +84,24 @@ class Settings(BaseSettings):
         default=None, description="Deprecated static token; use Auth0 client credentials."
     )
 
+    oauth_issuer: str | None = Field(
+        default=None,
+        description="Per-user mode: the issuer (``iss``) of callers' tokens, e.g. "
+        "https://your-tenant.us.auth0.com/; setting it makes the MCP endpoint require them.",
+    )
+    oauth_jwks_url: str | None = Field(
+        default=None, description="The issuer's signing keys; default {issuer}.well-known/jwks.json"
+    )
+    oauth_audience: str | None = Field(
+        default=None,
+        description="Audience callers' tokens must carry: the API's, as they are forwarded to it.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL MCP clients reach this server at (behind a proxy: the proxy's); "
+        "default http://{host}:{port}.",
+    )
+
     log_level: LogLevel = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
@@ -102,6 +120,10 @@ class Settings(BaseSettings):
         "auth0_token_url",
         "auth0_scope",
         "auth0_resource",
+        "oauth_issuer",
+        "oauth_jwks_url",
+        "oauth_audience",
+        "public_url",
         mode="before",
     )
     @classmethod
@@ -133,9 +155,10 @@ class Settings(BaseSettings):
             )
         return parts.netloc
 
-    @field_validator("auth0_token_url")
+    @field_validator("auth0_token_url", "oauth_issuer", "oauth_jwks_url", "public_url")
     @classmethod
-    def _check_token_url(cls, value: str | None) -> str | None:
+    def _check_https_url(cls, value: str | None) -> str | None:
+        """Tokens travel to (or are vouched for by) these URLs: https, except on loopback."""
         if value is None:
             return None
         parts = urlsplit(value)
@@ -143,6 +166,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be an absolute https URL, got {value!r}")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ValueError("must use https (plain http is accepted only on loopback hosts)")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        """The MCP endpoint's path is appended to it, so it is a base URL only."""
+        if value is not None and (urlsplit(value).query or urlsplit(value).fragment):
+            raise ValueError(f"must be a base URL without query or fragment, got {value!r}")
         return value
 
     @field_validator("go_api_base_url")
@@ -182,7 +213,46 @@ class Settings(BaseSettings):
                 f"{env_name(missing_name)} not set: tenant headers need both "
                 f"{env_name('tenant_id')} and {env_name('tenant_header_secret')}"
             )
+        self._check_per_user_oauth()
         return self
+
+    def _check_per_user_oauth(self) -> None:
+        """Caller tokens are verified only where they are used: in per-user mode. Elsewhere
+        every caller would act as the one service identity, so protection that looks
+        per-user would not be; refuse it rather than leave the doubt."""
+        given = [
+            name
+            for name in ("oauth_issuer", "oauth_jwks_url", "oauth_audience")
+            if getattr(self, name) is not None
+        ]
+        if not given:
+            return
+        names = ", ".join(env_name(name) for name in given)
+        mode = self.auth_mode()
+        if mode != "passthrough":
+            chosen_by = env_name("auth0_client_id" if mode == "auth0" else "jwt_token")
+            raise ValueError(
+                f"{names} verify callers' own tokens, which only per-user mode uses, but "
+                f"{chosen_by} selects {mode} mode (every caller would act as the same service "
+                "identity). Unset one or the other"
+            )
+        missing = [
+            env_name(name)
+            for name in ("oauth_issuer", "oauth_audience")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise ValueError(
+                f"incomplete per-user OAuth configuration: {' and '.join(missing)} not set. Set "
+                f"{env_name('oauth_issuer')} and {env_name('oauth_audience')} (the API's audience: "
+                f"tokens are forwarded to it), or none of the {env_name('oauth_')}* variables"
+            )
+        if self.public_url is None and not is_loopback_host(self.host):
+            raise ValueError(
+                f"{env_name('public_url')} not set: MCP clients are told the URL to get tokens "
+                f"for, and {env_name('host')} {self.host} is not one they can reach; set it to "
+                "the server's public URL, e.g. https://mcp.example.com"
+            )
 
     def auth_mode(self) -> AuthMode:
         """How the server authenticates to the API: client credentials, a static token, or
@@ -202,6 +272,22 @@ class Settings(BaseSettings):
         raise ConfigError(
             f"no token endpoint: set {env_name('auth0_domain')} or {env_name('auth0_token_url')}"
         )
+
+    def jwks_url(self) -> str:
+        """The keys callers' tokens are signed with: the explicit URL, else where Auth0 and
+        most OpenID providers publish them, ``{issuer}.well-known/jwks.json``."""
+        if self.oauth_jwks_url:
+            return self.oauth_jwks_url
+        if self.oauth_issuer:
+            return f"{self.oauth_issuer.rstrip('/')}/.well-known/jwks.json"
+        raise ConfigError(f"no JWKS: set {env_name('oauth_issuer')}")
+
+    def public_base_url(self) -> str:
+        """Where MCP clients reach this server, as OAuth metadata must name it exactly."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from loguru import logger
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from toolbridge_mcp.auth.modes import log_auth_mode
+from toolbridge_mcp.auth.modes import caller_auth_provider, log_auth_mode
 from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.config import Settings, get_settings
 from toolbridge_mcp.metrics import ServerMetrics
@@ -86,6 +86,7 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
         "ToolBridge",
         instructions=INSTRUCTIONS,
         lifespan=resources,
+        auth=caller_auth_provider(settings),
         mask_error_details=True,
         middleware=[metrics.middleware, DropUnknownArguments(tool_parameters(tools))],
     )

@@ -2,8 +2,10 @@
 
 ``auth0`` signs with managed client-credentials tokens (and heals a revoked token through
 :class:`BearerAuth`); ``static`` sends the deprecated ``TOOLBRIDGE_JWT_TOKEN``; ``passthrough``
-forwards the MCP caller's own ``Authorization`` header, so each user acts as themselves.
-Each mode also names the *principal* requests are made for, which keys sync sessions.
+forwards the MCP caller's own ``Authorization`` header, so each user acts as themselves,
+and with ``TOOLBRIDGE_OAUTH_ISSUER`` set the MCP endpoint verifies that token first
+(:func:`caller_auth_provider`). Each mode also names the *principal* requests are made for,
+which keys sync sessions.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, ClassVar
 
 import httpx
-from fastmcp.server.dependencies import get_http_headers, get_http_request
+from fastmcp.server.auth import RemoteAuthProvider
+from fastmcp.server.auth.providers.jwt import JWTVerifier
+from fastmcp.server.dependencies import get_access_token, get_http_headers, get_http_request
 from loguru import logger
-from pydantic import SecretStr
+from pydantic import AnyHttpUrl, SecretStr
 
 from toolbridge_mcp.auth.bearer import BearerAuth
 from toolbridge_mcp.auth.oauth import unverified_claims
@@ -125,7 +129,9 @@ class StaticTokenAuth(BackendAuth):
 
 
 class PassthroughAuth(BackendAuth):
-    """``passthrough`` mode: the MCP request's own ``Authorization`` header."""
+    """``passthrough`` mode: the MCP request's own ``Authorization`` header, or rather the
+    token the MCP endpoint verified when it verifies callers (should a request carry two
+    ``Authorization`` headers, the verified one is forwarded, not the other)."""
 
     mode = "passthrough"
 
@@ -144,6 +150,9 @@ class PassthroughAuth(BackendAuth):
         return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
 
     def _caller_header(self) -> str:
+        verified = get_access_token()
+        if verified is not None:
+            return f"Bearer {verified.token}"
         header = get_http_headers(include={"authorization"}).get("authorization")
         if header:
             return header
@@ -170,6 +179,26 @@ def backend_auth(settings: Settings, manager: TokenManager | None) -> BackendAut
     return PassthroughAuth()
 
 
+def caller_auth_provider(settings: Settings) -> RemoteAuthProvider | None:
+    """Per-user mode's protection of the MCP endpoint, when ``TOOLBRIDGE_OAUTH_ISSUER`` is
+    set: RFC 9728 metadata telling MCP clients where to get a token, and 401 with
+    ``WWW-Authenticate`` for a missing or invalid one, so a bad token never reaches the API.
+    The audience is always checked: without it a token for any API of the issuer would do."""
+    if settings.oauth_issuer is None or settings.oauth_audience is None:
+        return None
+    verifier = JWTVerifier(
+        jwks_uri=settings.jwks_url(),
+        issuer=settings.oauth_issuer,
+        audience=settings.oauth_audience,
+    )
+    return RemoteAuthProvider(
+        token_verifier=verifier,
+        authorization_servers=[AnyHttpUrl(settings.oauth_issuer)],
+        base_url=settings.public_base_url(),
+        resource_name="ToolBridge",
+    )
+
+
 def log_auth_mode(settings: Settings) -> None:
     """Says once, at startup, how the server authenticates (seed §5 wording)."""
     mode = settings.auth_mode()
@@ -182,6 +211,14 @@ def log_auth_mode(settings: Settings) -> None:
         )
     else:
         logger.info("No backend authentication configured (per-user mode)")
+        if settings.oauth_issuer is not None:
+            logger.info(
+                "MCP callers must present tokens issued by {} for audience {}; OAuth metadata "
+                "at {}/.well-known/oauth-protected-resource/mcp",
+                settings.oauth_issuer,
+                settings.oauth_audience,
+                settings.public_base_url(),
+            )
 
 
 async def get_auth_header(auth: BackendAuth) -> str:

@@ -214,7 +214,7 @@ def log_auth_mode(settings: Settings) -> None:
         if settings.oauth_issuer is not None:
             logger.info(
                 "MCP callers must present tokens issued by {} for audience {}; OAuth metadata "
-                "at {}/.well-known/oauth-protected-resource/mcp",
+                "at {}/.well-known/oauth-protected-resource/mcp (/sse for the SSE transport)",
                 settings.oauth_issuer,
                 settings.oauth_audience,
                 settings.public_base_url(),

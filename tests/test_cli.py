@@ -108,3 +108,17 @@ def test_token_with_bad_settings_exits_2(
     result = run_cli(tmp_path, "token", **env)
     assert result.returncode == 2
     assert expected in result.stderr
+
+
+def test_serve_flags_are_settings_the_oauth_checks_see(tmp_path: Path) -> None:
+    """``--host 0.0.0.0`` must trip the same public-URL check as TOOLBRIDGE_HOST=0.0.0.0."""
+    result = run_cli(
+        tmp_path,
+        "serve",
+        "--host",
+        "0.0.0.0",
+        TOOLBRIDGE_OAUTH_ISSUER="https://issuer.example.com/",
+        TOOLBRIDGE_OAUTH_AUDIENCE=AUDIENCE,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "TOOLBRIDGE_PUBLIC_URL" in result.stderr

@@ -34,9 +34,9 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _settings() -> Settings:
+def _settings(**overrides: Any) -> Settings:
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
     configure_logging(settings.log_level)
@@ -161,7 +161,10 @@ def serve(
     """
     from toolbridge_mcp.server import create_server
 
-    settings = _settings()
+    # The flags are settings too: the OAuth metadata's default public URL and its checks
+    # must see the address actually bound.
+    flags = {"host": host, "port": port}
+    settings = _settings(**{name: value for name, value in flags.items() if value is not None})
     server = create_server(settings)
     if Transport(transport) is Transport.stdio:
         server.run("stdio", show_banner=False)
@@ -169,8 +172,8 @@ def serve(
     server.run(
         str(Transport(transport)),  # type: ignore[arg-type]
         show_banner=False,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
     )
 
 

@@ -256,3 +256,24 @@ async def test_items_other_clients_stored_with_odd_types_still_read(
     assert payload["untypedFields"] == {"tags": "not-a-list", "pinned": "maybe"}
     page = await call(client, idp, "list_notes")
     assert note["uid"] in {entry["uid"] for entry in page["items"]}
+
+
+async def test_a_uid_never_reaches_another_route(client: Client[Any], idp: IdP) -> None:
+    """A uid is one path segment: ``/``, ``?`` and dot segments in it are escaped, so a
+    prompt-injected uid cannot delete a task through delete_note or wipe everything."""
+    note = await call(client, idp, "create_note", title="keep me")
+    task = await call(client, idp, "create_task", title="keep me too")
+    attempts: list[tuple[str, dict[str, Any]]] = [
+        ("delete_note", {"uid": f"../tasks/{task['uid']}"}),
+        ("process_note", {"uid": "../sync/wipe?", "action": "pin"}),  # POST /v1/sync/wipe
+        ("archive_note", {"uid": f"{note['uid']}/../../tasks/{task['uid']}"}),
+        ("get_note", {"uid": f"{note['uid']}?includeDeleted=true"}),
+        ("patch_note", {"uid": "..", "title": "x"}),
+    ]
+    for tool, arguments in attempts:
+        await call_error(client, idp, tool, **arguments)  # not found, or not a valid uid
+    kept_task = await call(client, idp, "get_task", uid=task["uid"])
+    assert kept_task["version"] == 1
+    assert kept_task["deleted_at"] is None
+    kept_note = await call(client, idp, "get_note", uid=note["uid"])
+    assert kept_note["version"] == 1

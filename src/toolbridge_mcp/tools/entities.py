@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
+from urllib.parse import quote
 
 from fastmcp.tools import Tool
 from mcp_types import ToolAnnotations
@@ -313,7 +314,7 @@ class EntityTools:
         """After a 412, the version the item is at now, so the caller can retry."""
         try:
             body = await self.backend.client.call(
-                "GET", f"{self.spec.path}/{uid}", params={"includeDeleted": "true"}
+                "GET", self._item_path(uid), params={"includeDeleted": "true"}
             )
         except _ERRORS:
             return None
@@ -321,7 +322,7 @@ class EntityTools:
         return version if isinstance(version, int) else None
 
     def _item_path(self, uid: str) -> str:
-        return f"{self.spec.path}/{uid}"
+        return f"{self.spec.path}/{_path_segment(uid)}"
 
     def _list(self) -> Tool:
         spec, page = self.spec, self.models.page
@@ -525,6 +526,14 @@ class EntityTools:
             body,
             ToolAnnotations(read_only_hint=False, destructive_hint=False),
         )
+
+
+def _path_segment(uid: str) -> str:
+    """``uid`` as exactly one path segment. Unescaped, a ``/``, ``?``, ``#`` or dot segment
+    would reach another route: ``process_note(uid="../sync/wipe?")`` would wipe the user's
+    data, ``delete_note(uid="../tasks/…")`` would delete a task."""
+    segment = quote(uid, safe="")
+    return segment.replace(".", "%2E") if not segment.strip(".") else segment
 
 
 def _if_match(version: int | None) -> dict[str, str] | None:

@@ -10,6 +10,8 @@ import pytest
 
 from tests.api.conftest import SQLITE_ONLY, Api, User
 from toolbridge_api.entities import ENTITIES, ENTITY_NAMES
+from toolbridge_api.errors import ApiError
+from toolbridge_api.routes.entities import parse_if_match
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -175,7 +177,9 @@ async def test_default_limit_is_500_and_max_is_1000(alice: User) -> None:
 
 @SQLITE_ONLY
 @pytest.mark.parametrize(
-    "cursor", ["garbage", "czo=", "czotMQ", "eDox", "!!!", "czoxMjM0NTY3ODkwMTIzNDU2Nzg5MA"]
+    "cursor",
+    # "czrCsg" is "s:²": str.isdigit() says yes, int() says no; it once was a 500.
+    ["garbage", "czo=", "czotMQ", "eDox", "!!!", "czoxMjM0NTY3ODkwMTIzNDU2Nzg5MA", "czrCsg"],
 )
 async def test_bad_cursor_is_400(alice: User, cursor: str) -> None:
     response = await alice.request("GET", "/v1/notes", params={"cursor": cursor})
@@ -386,3 +390,11 @@ async def test_unknown_action_with_odd_text_is_still_a_clean_400(alice: User) ->
     )
     assert response.status_code == 400
     assert "valid actions are pin, unpin, archive, unarchive" in response.json()["error"]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("value", ["\u00b2", '"\u00b9"', 'W/"\u0661"'])
+async def test_if_match_with_non_ascii_digits_is_a_400(value: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        parse_if_match(value)
+    assert raised.value.status == 400

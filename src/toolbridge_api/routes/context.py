@@ -31,7 +31,7 @@ Caller = Annotated[Principal, Depends(authenticate)]
 
 def parse_epoch(value: str) -> int:
     text = value.strip()
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(400, f"{EPOCH_HEADER} must be a positive integer")
     return int(text)
 

@@ -80,7 +80,8 @@ def decode_cursor(cursor: str) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
     number = text.removeprefix(_CURSOR_PREFIX)
-    if not text.startswith(_CURSOR_PREFIX) or not number.isdigit() or len(number) > 18:
+    valid = number.isascii() and number.isdigit() and len(number) <= 18
+    if not text.startswith(_CURSOR_PREFIX) or not valid:
         raise ApiError(400, "cursor is invalid: pass the nextCursor of a previous page as is")
     return int(number)
 
@@ -90,7 +91,7 @@ def parse_if_match(value: str | None) -> int | None:
     if value is None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(400, "If-Match must be an item version, e.g. If-Match: 3")
     return int(text)
 

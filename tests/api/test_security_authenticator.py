@@ -236,10 +236,33 @@ async def test_rate_limit_per_principal(
         "rate limit exceeded (60 requests per 60 s, burst 3); retry after 1.0 s"
     )
     assert (await authenticator.authenticate(bearer(jwks.mint(sub="bob")))).user_id == "bob"
-    other_tenant = alice | {"X-TB-Tenant-ID": "other"}
-    assert (await authenticator.authenticate(other_tenant)).tenant_id == "other"
     clock.advance(1.0)
     assert (await authenticator.authenticate(alice)).user_id == "alice"
+
+
+async def test_an_unsigned_tenant_id_does_not_buy_a_fresh_budget(
+    jwks: JWKSServer, make_authenticator: Factory, clock: FakeClock
+) -> None:
+    limiter = RateLimiter(requests=60, window_seconds=60, burst=3, clock=clock)
+    authenticator = make_authenticator(limiter=limiter)
+    alice = bearer(jwks.mint(sub="alice"))
+    for n in range(3):
+        await authenticator.authenticate(alice | {"X-TB-Tenant-ID": f"made-up-{n}"})
+    await refused(authenticator, alice | {"X-TB-Tenant-ID": "made-up-3"}, 429)
+    await refused(authenticator, alice, 429)
+
+
+async def test_signed_tenants_have_budgets_of_their_own(
+    jwks: JWKSServer, make_authenticator: Factory, clock: FakeClock
+) -> None:
+    limiter = RateLimiter(requests=60, window_seconds=60, burst=3, clock=clock)
+    authenticator = make_authenticator(tenants=True, limiter=limiter)
+    alice = bearer(jwks.mint(sub="alice"))
+    for _ in range(3):
+        await authenticator.authenticate(alice | tenant_headers("acme"))
+    await refused(authenticator, alice | tenant_headers("acme"), 429)
+    other = await authenticator.authenticate(alice | tenant_headers("globex"))
+    assert (other.tenant_id, other.user_id) == ("globex", "alice")
 
 
 async def test_refused_requests_do_not_spend_the_budget(

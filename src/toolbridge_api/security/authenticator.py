@@ -29,7 +29,7 @@ _WARNED_DEBUG_USERS_MAX = 1_000
 
 class Authenticator:
     """Authenticates requests: bearer token (or, in debug mode, ``X-Debug-Sub``), tenant,
-    and per-(tenant, user) rate limit. Every refusal is an ``AuthError``."""
+    and per-user rate limit (per tenant too, once signed). Every refusal is an ``AuthError``."""
 
     def __init__(
         self,
@@ -63,7 +63,10 @@ class Authenticator:
             user_id = self._debug_user(debug_sub)
         principal = Principal(tenant_id=tenant_id, user_id=user_id)
         if self.rate_limiter is not None:
-            wait = self.rate_limiter.hit(f"{tenant_id}\x00{user_id}")
+            # An unsigned tenant id is the caller's free choice: keying on it would give every
+            # user a fresh budget per made-up tenant. Only a proven tenant splits the budget.
+            key = user_id if self.tenants is None else f"{tenant_id}\x00{user_id}"
+            wait = self.rate_limiter.hit(key)
             if wait is not None:
                 limiter = self.rate_limiter
                 raise AuthError(

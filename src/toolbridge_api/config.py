@@ -87,6 +87,11 @@ class ApiSettings(DatabaseSettings):
                 f"{env_name('audience')} is required to verify access tokens "
                 "(the API identifier tokens must be issued for)"
             )
+        if self.jwks_url and not self.issuer:
+            raise ValueError(
+                f"{env_name('issuer')} is required with {env_name('jwks_url')}: every token's iss "
+                "must be checked, as other issuers may share the keys (Auth0: https://{domain}/)"
+            )
         if not verifies_tokens and not self.debug_sub_enabled:
             raise ValueError(
                 f"no way to verify access tokens: set {env_name('auth0_domain')} or "

@@ -18,7 +18,11 @@ def load(**fields: Any) -> ApiSettings:
 
 
 def test_defaults_match_the_contract() -> None:
-    settings = load(jwks_url="https://idp.test/.well-known/jwks.json", audience="https://api")
+    settings = load(
+        jwks_url="https://idp.test/.well-known/jwks.json",
+        issuer="https://idp.test/",
+        audience="https://api",
+    )
     assert settings.database_url == "sqlite+aiosqlite:///.toolbridge/api.db"
     assert (settings.host, settings.port) == ("127.0.0.1", 8081)
     assert (settings.rate_limit_requests, settings.rate_limit_window_seconds) == (600, 60)
@@ -58,6 +62,12 @@ def test_token_verification_needs_an_audience() -> None:
         load(hs256_secret=SECRET)
     assert "TOOLBRIDGE_API_AUDIENCE" in str(failure.value)
     assert SECRET not in str(failure.value)
+
+
+def test_a_jwks_url_needs_the_issuer_its_tokens_must_carry() -> None:
+    with pytest.raises(ConfigError) as failure:
+        load(jwks_url="https://idp.test/.well-known/jwks.json", audience="https://api")
+    assert "TOOLBRIDGE_API_ISSUER is required with TOOLBRIDGE_API_JWKS_URL" in str(failure.value)
 
 
 def test_a_short_hs256_secret_is_refused_naming_the_variable() -> None:

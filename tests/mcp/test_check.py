@@ -16,6 +16,7 @@ from tests.mcp.conftest import (
     SECRETS,
     TENANT_ID,
     TENANT_SECRET,
+    ServerFactory,
     cli_command,
     mcp_settings,
     mint_token,
@@ -211,3 +212,16 @@ async def test_per_user_mode_says_what_to_set(api: ApiServer) -> None:
     assert "TOOLBRIDGE_JWT_TOKEN" in token.detail
     assert results[2].status == "pass"
     assert [r.status for r in results[3:]] == ["skip", "skip"]
+
+
+async def test_a_base_url_that_is_not_the_api_fails_the_session_naming_the_setting(
+    idp: IdP, start_mcp: ServerFactory
+) -> None:
+    """Another service with a /healthz (here an MCP server) passes the api step; the session
+    step must then say the URL is wrong, not that an item was not found."""
+    elsewhere = start_mcp()
+    results = await run_checks(mcp_settings(elsewhere.base_url, idp))
+    assert [r.status for r in results] == ["pass", "pass", "pass", "fail", "skip"]
+    session = results[3].detail
+    assert "not found" not in session
+    assert "TOOLBRIDGE_GO_API_BASE_URL" in session

@@ -87,6 +87,21 @@ async def test_unreachable_api_is_reported_as_unavailable(
     assert "ConnectError" in message
 
 
+async def test_a_base_url_that_is_not_the_api_names_the_setting(
+    start_mcp: ServerFactory, idp: IdP
+) -> None:
+    """Pointed at another HTTP service (here an MCP server), the sessions route is what is
+    missing: the error must name the URL setting, not claim the note does not exist."""
+    elsewhere = start_mcp()
+    server = start_mcp(api_url=elsewhere.base_url)
+    async with Client(server.url) as client:
+        message = await call_error(client, idp, "get_note", uid=str(uuid.uuid4()))
+    assert "not found" not in message
+    assert f"ToolBridge API unavailable at {elsewhere.base_url}" in message
+    assert "HTTP 404" in message
+    assert "TOOLBRIDGE_GO_API_BASE_URL" in message
+
+
 async def test_rate_limit_says_when_to_retry(idp: IdP, start_mcp: ServerFactory) -> None:
     with ApiServer(
         f"{idp.base_url}/.well-known/jwks.json",

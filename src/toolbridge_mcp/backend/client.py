@@ -125,6 +125,12 @@ class ApiClient:
         """``POST /v1/sync/sessions`` for the current principal."""
         del principal  # the request's own credentials say whom the session is for
         response = await self._send("POST", SESSIONS_PATH)
+        if response.status_code in (404, 405):
+            # The API always has this route: the base URL points elsewhere. Mapped by status,
+            # it would read as "note not found" and send the user hunting for a uid.
+            raise ApiUnavailableError(
+                f"POST {SESSIONS_PATH} answered HTTP {response.status_code}: not the ToolBridge API"
+            )
         if response.status_code >= 400:
             raise _api_error(response)
         body = _json_or_none(response)

@@ -266,6 +266,22 @@ async def test_if_match_must_be_a_version(alice: User) -> None:
 
 
 @SQLITE_ONLY
+async def test_if_match_star_matches_any_version_of_a_live_item(alice: User) -> None:
+    item = await alice.create("notes", {"v": 1})
+    uid = item["uid"]
+    await alice.request("PATCH", f"/v1/notes/{uid}", json={"v": 2})
+    star = {"If-Match": "*"}
+    replaced = await alice.request("PUT", f"/v1/notes/{uid}", json={"v": 3}, headers=star)
+    assert (replaced.status_code, replaced.json()["version"]) == (200, 3)
+    deleted = await alice.request("DELETE", f"/v1/notes/{uid}", headers=star)
+    assert (deleted.status_code, deleted.json()["version"]) == (200, 4)
+    again = await alice.request("PATCH", f"/v1/notes/{uid}", json={}, headers=star)
+    assert again.status_code == 410
+    missing = await alice.request("PUT", f"/v1/notes/{uuid.uuid4()}", json={}, headers=star)
+    assert missing.status_code == 404
+
+
+@SQLITE_ONLY
 async def test_patch_is_a_json_merge_patch(alice: User) -> None:
     item = await alice.create("notes", {"a": {"b": 1, "c": 2}, "d": [1, 2], "e": "keep"})
     response = await alice.request(

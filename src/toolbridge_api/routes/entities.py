@@ -27,8 +27,8 @@ Payload = Annotated[dict[str, Any], Body(description="The item's payload: a JSON
 IfMatch = Annotated[
     str | None,
     Header(
-        description="Only change the item if its version is this one (else 412).",
-        pattern=r'^(W/)?"?[0-9]{1,18}"?$',
+        description="Only change the item if its version is this one (else 412); * is any.",
+        pattern=r'^(\*|(W/)?"?[0-9]{1,18}"?)$',
     ),
 ]
 Uid = uuid.UUID
@@ -87,8 +87,9 @@ def decode_cursor(cursor: str) -> int:
 
 
 def parse_if_match(value: str | None) -> int | None:
-    """The version in ``If-Match`` (``3``, ``"3"`` or ``W/"3"``); 400 if it is not one."""
-    if value is None:
+    """The version in ``If-Match`` (``3``, ``"3"`` or ``W/"3"``); 400 if it is not one.
+    ``*`` (RFC 9110: any current representation) is no version constraint."""
+    if value is None or value.strip() == "*":
         return None
     text = value.strip().removeprefix("W/").strip('"')
     if not (text.isascii() and text.isdigit()) or len(text) > 18:

@@ -209,3 +209,25 @@ async def test_get_auth_header_per_mode() -> None:
         await get_auth_header(PassthroughAuth())
     assert str(raised.value).startswith(MISSING_AUTHENTICATION)
     assert "stdio" in str(raised.value)
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_session_open() -> None:
+    gate = asyncio.Event()
+    opened: list[str] = []
+
+    async def open_session(principal: str) -> SyncSession:
+        opened.append(principal)
+        await gate.wait()
+        return SyncSession("s-1", 1)
+
+    pool = SessionPool(open_session)
+    first = asyncio.create_task(pool.get("alice"))  # starts the open
+    others = [asyncio.create_task(pool.get("alice")) for _ in range(3)]
+    await asyncio.sleep(0)
+    first.cancel()  # e.g. the MCP client gave up on its call
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*others) == [SyncSession("s-1", 1)] * 3
+    assert first.cancelled()
+    assert await pool.get("alice") == SyncSession("s-1", 1)
+    assert opened == ["alice"]

@@ -12,6 +12,7 @@ from tests.api.conftest import SQLITE_ONLY, Api
 from toolbridge_api.db.store import Store
 from toolbridge_api.entities import ENTITY_NAMES
 from toolbridge_api.errors import EnvelopeMiddleware
+from toolbridge_api.routes import health
 from toolbridge_api.security import Principal
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -197,6 +198,22 @@ async def test_info_is_open_and_describes_the_server(api: Api) -> None:
     assert body["limits"]["listMaxLimit"] == 1000
     assert body["limits"]["maxBodyBytes"] == 1024 * 1024
     assert body["tenantHeadersRequired"] is False
+
+
+@SQLITE_ONLY
+async def test_info_does_not_read_package_metadata_per_request(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+
+    def counting_version(name: str) -> str:
+        reads.append(name)
+        return "9.9.9"
+
+    monkeypatch.setattr(health, "version", counting_version)
+    for _ in range(3):
+        assert (await api.http.get("/v1/sync/info")).status_code == 200
+    assert len(reads) <= 1
 
 
 async def test_healthz_is_open_and_checks_the_database(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, Request
@@ -17,7 +18,9 @@ from toolbridge_api.routes.models import HealthOut, InfoOut, LimitsOut, error_re
 router = APIRouter()
 
 
+@cache
 def server_version() -> str:
+    """The installed version; cached, as reading package metadata scans the disk."""
     try:
         return version("toolbridge-mcp")
     except PackageNotFoundError:

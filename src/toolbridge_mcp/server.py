@@ -81,7 +81,15 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
         finally:
             await backend.close()
 
-    tools: list[Tool] = entity_tools(backend)
+    async def health_check() -> HealthReport:
+        """Health of the ToolBridge connection: auth mode, tenant, API URL, token expiry,
+        last refresh and failure count; status is ok or degraded."""
+        return health_report(backend)
+
+    tools: list[Tool] = [
+        *entity_tools(backend),
+        Tool.from_function(health_check, annotations=mt.ToolAnnotations(read_only_hint=True)),
+    ]
     mcp: FastMCP[Any] = FastMCP(
         "ToolBridge",
         instructions=INSTRUCTIONS,
@@ -92,12 +100,6 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
     )
     for tool in tools:
         mcp.add_tool(tool)
-
-    @mcp.tool(annotations=mt.ToolAnnotations(read_only_hint=True))
-    async def health_check() -> HealthReport:
-        """Health of the ToolBridge connection: auth mode, tenant, API URL, token expiry,
-        last refresh and failure count; status is ok or degraded."""
-        return health_report(backend)
 
     @mcp.custom_route("/healthz", methods=["GET"])
     async def healthz(request: Request) -> Response:

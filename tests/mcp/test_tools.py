@@ -170,6 +170,8 @@ async def test_arguments_as_llm_clients_send_them(client: Client[Any], idp: IdP)
         metadata='{"by": "assistant"}',
     )
     assert done["payload"]["status"] == "done"
+    health = await call(client, idp, "health_check", verbose=True)  # made up, dropped too
+    assert health["status"] == "ok"
 
 
 async def test_bad_input_is_a_clear_error_not_a_crash(client: Client[Any], idp: IdP) -> None:

@@ -188,6 +188,16 @@ def test_bad_values_name_the_variable_and_hide_secrets(
     assert SECRET not in message
 
 
+def test_api_url_with_credentials_is_refused_without_echoing_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    auth0_env(monkeypatch, TOOLBRIDGE_GO_API_BASE_URL="https://svc:hunter2-pw@api.example")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "TOOLBRIDGE_GO_API_BASE_URL" in str(info.value)
+    assert "hunter2-pw" not in str(info.value)
+
+
 def test_plain_http_token_url_is_accepted_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     auth0_env(monkeypatch, TOOLBRIDGE_AUTH0_TOKEN_URL="http://localhost:8765/oauth/token")
     assert load_settings().token_url() == "http://localhost:8765/oauth/token"

@@ -182,6 +182,10 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        if parts.username is not None or parts.password is not None:
+            # Never sent (the auth mode sets Authorization) but shown in health output,
+            # errors and logs as the API URL.
+            raise ValueError("must not contain a user name or password (user:pass@host)")
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -231,3 +231,21 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_session_open() -> N
     assert first.cancelled()
     assert await pool.get("alice") == SyncSession("s-1", 1)
     assert opened == ["alice"]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        httpx.Response(428, json={"error": "sync session required"}),
+        httpx.Response(409, json={"error": "epoch_mismatch", "epoch": 7}),
+    ],
+)
+async def test_a_refusal_that_persists_is_recovered_once_not_forever(
+    refusal: httpx.Response, api_client: ApiClient, mock: respx.MockRouter
+) -> None:
+    route = mock.get("/v1/notes").mock(return_value=refusal)
+    with pytest.raises(ApiError) as raised:
+        await api_client.call("GET", "/v1/notes")
+    assert raised.value.status == refusal.status_code
+    assert route.call_count == 2
+    assert mock.routes[0].call_count <= 2  # at most one new session

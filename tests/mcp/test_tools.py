@@ -170,6 +170,22 @@ async def test_arguments_as_llm_clients_send_them(client: Client[Any], idp: IdP)
         metadata='{"by": "assistant"}',
     )
     assert done["payload"]["status"] == "done"
+    task = await call(
+        client,
+        idp,
+        "create_task",
+        title="nulls",
+        description=None,
+        status=None,
+        priority=None,
+        due_date=None,
+        tags=None,
+    )  # null for "leave it" (clients with strict tool calling send every field)
+    assert task["payload"]["status"] == "todo"
+    assert task["payload"]["priority"] == "medium"
+    assert task["payload"]["tags"] == []
+    note = await call(client, idp, "update_note", uid=note["uid"], title="N", content=None)
+    assert note["payload"]["content"] == ""
     health = await call(client, idp, "health_check", verbose=True)  # made up, dropped too
     assert health["status"] == "ok"
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from fastmcp.tools import Tool
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
@@ -205,9 +205,20 @@ def _field_params(fields: type[BaseModel], *, optional: bool) -> list[inspect.Pa
             base = info.annotation | None  # type: ignore[operator]
             params.append(_param(name, annotated[(base, *info.metadata, described)], None))
         else:
-            annotation = annotated[(info.annotation, *info.metadata, described)]
-            params.append(_param(name, annotation, _default(info)))
+            default = _default(info)
+            null = () if default is inspect.Parameter.empty else (_null_is_default(info),)
+            annotation = annotated[(info.annotation, *info.metadata, described, *null)]
+            params.append(_param(name, annotation, default))
     return params
+
+
+def _null_is_default(info: FieldInfo) -> BeforeValidator:
+    """LLM clients send ``null`` for a field they leave alone; it means the default."""
+
+    def validate(value: Any) -> Any:
+        return info.get_default(call_default_factory=True) if value is None else value
+
+    return BeforeValidator(validate)
 
 
 def _default(info: FieldInfo) -> Any:

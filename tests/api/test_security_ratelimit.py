@@ -52,6 +52,16 @@ def test_never_more_than_the_burst(clock: FakeClock) -> None:
     assert drain(limiter, "alice") == 120
 
 
+def test_never_more_than_the_burst_while_another_key_is_busy(clock: FakeClock) -> None:
+    """A busy bucket at the least-recently-used end stops idle eviction, so the idle key's
+    bucket is kept, and only its cap stops it from refilling past the burst."""
+    limiter = RateLimiter(requests=60, window_seconds=60, burst=10, clock=clock)
+    drain(limiter, "busy")
+    assert limiter.hit("idle") is None
+    clock.advance(5.0)
+    assert drain(limiter, "idle") == 10
+
+
 def test_sustained_rate_matches_requests_per_window(clock: FakeClock) -> None:
     limiter = RateLimiter(requests=600, window_seconds=60, burst=120, clock=clock)
     allowed = 0

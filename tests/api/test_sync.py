@@ -119,8 +119,11 @@ async def test_new_sessions_purge_the_callers_expired_ones(api: Api) -> None:
     await store.expire_sessions()
     expired_alice, expired_bob = alice.session_id, bob.session_id
     await alice.start_session()
+    other_device = alice.session_id
+    await alice.start_session()
     assert await store.check_session(expired_alice) is None
     assert await store.check_session(expired_bob) is not None
+    assert await store.check_session(other_device) is not None, "live sessions stay"
     assert await store.check_session(alice.session_id) is not None
 
 

@@ -186,6 +186,9 @@ async def test_arguments_as_llm_clients_send_them(client: Client[Any], idp: IdP)
     assert task["payload"]["tags"] == []
     note = await call(client, idp, "update_note", uid=note["uid"], title="N", content=None)
     assert note["payload"]["content"] == ""
+    page = await call(client, idp, "list_notes", limit=None, cursor=None, include_deleted=None)
+    assert note["uid"] in [item["uid"] for item in page["items"]]
+    await call(client, idp, "get_note", uid=note["uid"], include_deleted=None)
     health = await call(client, idp, "health_check", verbose=True)  # made up, dropped too
     assert health["status"] == "ok"
 

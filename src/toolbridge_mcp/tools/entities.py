@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import quote
 
@@ -206,19 +207,19 @@ def _field_params(fields: type[BaseModel], *, optional: bool) -> list[inspect.Pa
             params.append(_param(name, annotated[(base, *info.metadata, described)], None))
         else:
             default = _default(info)
-            null = () if default is inspect.Parameter.empty else (_null_is_default(info),)
+            null = (
+                ()
+                if default is inspect.Parameter.empty
+                else (_null_means(partial(info.get_default, call_default_factory=True)),)
+            )
             annotation = annotated[(info.annotation, *info.metadata, described, *null)]
             params.append(_param(name, annotation, default))
     return params
 
 
-def _null_is_default(info: FieldInfo) -> BeforeValidator:
-    """LLM clients send ``null`` for a field they leave alone; it means the default."""
-
-    def validate(value: Any) -> Any:
-        return info.get_default(call_default_factory=True) if value is None else value
-
-    return BeforeValidator(validate)
+def _null_means(default: Callable[[], Any]) -> BeforeValidator:
+    """LLM clients send ``null`` for an argument they leave alone; it means the default."""
+    return BeforeValidator(lambda value: default() if value is None else value)
 
 
 def _default(info: FieldInfo) -> Any:
@@ -238,7 +239,9 @@ def _payload(fields: type[BaseModel], args: dict[str, Any], *, partial: bool) ->
 
 Uid = Annotated[str, Field(min_length=1, description="uid of the item (from list or create).")]
 IncludeDeleted = Annotated[
-    bool, Field(description="Also return deleted items (they are soft-deleted).")
+    bool,
+    Field(description="Also return deleted items (they are soft-deleted)."),
+    _null_means(lambda: False),
 ]
 IfVersion = Annotated[
     int | None,
@@ -353,7 +356,11 @@ class EntityTools:
         params = [
             _param(
                 "limit",
-                Annotated[int, Field(ge=1, le=MAX_PAGE, description="Items per page.")],
+                Annotated[
+                    int,
+                    Field(ge=1, le=MAX_PAGE, description="Items per page."),
+                    _null_means(lambda: DEFAULT_PAGE),
+                ],
                 DEFAULT_PAGE,
             ),
             _param(

@@ -7,12 +7,14 @@ import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import respx
 from pydantic import SecretStr
 
+from toolbridge_mcp.auth import tenant
 from toolbridge_mcp.auth.modes import (
     MISSING_AUTHENTICATION,
     MissingAuthenticationError,
@@ -72,6 +74,20 @@ async def test_every_request_carries_auth_tenant_and_session_headers(
     expected = hmac.new(SECRET.encode(), f"tenant-a:{stamp}".encode(), hashlib.sha256)
     assert second.headers["X-TB-Signature"] == expected.hexdigest()
     assert mock.routes[0].call_count == 1  # one session for both calls
+
+
+async def test_each_request_is_signed_at_its_own_time(
+    api_client: ApiClient, mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signature made once would be refused after the API's 300 s window."""
+    route = mock.get("/v1/notes").respond(200, json={"items": []})
+    now = [1_700_000_000_000_000_000]
+    monkeypatch.setattr(tenant, "time", SimpleNamespace(time_ns=lambda: now[0]))
+    await api_client.call("GET", "/v1/notes")
+    now[0] += 600 * 10**9
+    await api_client.call("GET", "/v1/notes")
+    stamps = [call.request.headers["X-TB-Timestamp"] for call in route.calls]
+    assert stamps == ["1700000000000", "1700000600000"]
 
 
 def test_tenant_signature_is_hex_hmac_sha256_of_tenant_and_millis() -> None:

@@ -341,6 +341,15 @@ async def test_aclose_stops_a_fetch_in_flight(jwks: JWKSServer, make_verifier: F
         await waiting
 
 
+async def test_a_published_rsa_key_under_2048_bits_verifies_nothing(
+    jwks: JWKSServer, make_verifier: Factory
+) -> None:
+    weak = SigningKey.generate("weak", bits=1024)
+    jwks.publish([weak])
+    error = await refused(make_verifier(), jwks.mint(key=weak))
+    assert error.message == "access token is invalid (InvalidKeyError)"
+
+
 async def test_keys_for_other_algorithms_or_uses_are_ignored(
     jwks: JWKSServer, make_verifier: Factory
 ) -> None:

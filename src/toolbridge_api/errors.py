@@ -17,6 +17,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from loguru import logger
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -57,6 +59,15 @@ _STORE_STATUS: dict[type[StoreError], tuple[int, str]] = {
     VersionMismatch: (412, ""),
     Contended: (409, ""),
 }
+
+
+_DATABASE_DOWN: tuple[type[Exception], ...] = (
+    OSError,
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+)
+"""What an unreachable, locked or exhausted database raises (asyncpg: a bare OSError)."""
 
 
 def correlation_id(request: Request) -> str:
@@ -112,6 +123,14 @@ def install_error_handlers(app: FastAPI) -> None:
         extra = {"version": exc.current} if isinstance(exc, VersionMismatch) else None
         return _response(request, ApiError(status, message or str(exc), extra=extra))
 
+    async def on_database_down(request: Request, exc: Exception) -> Response:
+        logger.warning(
+            "database unavailable ({}; correlation id {})",
+            type(exc).__name__,
+            correlation_id(request),
+        )
+        return _response(request, ApiError(503, "database unavailable; retry later"))
+
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         return _response(request, ApiError(400, _describe_validation(exc)))
@@ -129,6 +148,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(AuthError, on_auth_error)
     app.add_exception_handler(StoreError, on_store_error)
+    for kind in _DATABASE_DOWN:
+        app.add_exception_handler(kind, on_database_down)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import SQLITE_ONLY, Api
+from toolbridge_api.db.schema import create_engine
 from toolbridge_api.db.store import Store
 from toolbridge_api.entities import ENTITY_NAMES
 from toolbridge_api.errors import EnvelopeMiddleware
@@ -232,6 +233,25 @@ async def test_healthz_is_open_and_checks_the_database(
     down = await api.http.get("/healthz")
     assert down.status_code == 503
     assert down.json()["error"] == "database unavailable"
+
+
+@SQLITE_ONLY
+async def test_an_unreachable_database_is_a_503_on_data_routes(api: Api) -> None:
+    alice = await api.user()
+    store = _store(api)
+    working = store.engine
+    store.engine = create_engine("postgresql+asyncpg://postgres:hunter2@127.0.0.1:1/none")
+    try:
+        for method, path in (("GET", "/v1/notes"), ("GET", "/v1/sync/state")):
+            response = await alice.request(method, path, headers={"X-Correlation-ID": "c-503"})
+            assert response.status_code == 503, response.text
+            assert response.json() == {
+                "error": "database unavailable; retry later",
+                "correlation_id": "c-503",
+            }
+    finally:
+        await store.engine.dispose()
+        store.engine = working
 
 
 @SQLITE_ONLY

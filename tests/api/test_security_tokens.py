@@ -345,7 +345,7 @@ async def test_a_published_rsa_key_under_2048_bits_verifies_nothing(
     jwks: JWKSServer, make_verifier: Factory
 ) -> None:
     weak = SigningKey.generate("weak", bits=1024)
-    jwks.publish([weak])
+    jwks.publish([weak, *jwks.keys])
     error = await refused(make_verifier(), jwks.mint(key=weak))
     assert error.message == "access token is invalid (InvalidKeyError)"
 

@@ -13,8 +13,8 @@ from typing import Literal
 
 import httpx
 
-from toolbridge_mcp.auth.modes import MissingAuthenticationError
-from toolbridge_mcp.auth.oauth import TokenError, unverified_claims
+from toolbridge_mcp.auth.modes import MissingAuthenticationError, static_token_expiry
+from toolbridge_mcp.auth.oauth import TokenError
 from toolbridge_mcp.backend.client import DEFAULT_TIMEOUT
 from toolbridge_mcp.backend.errors import (
     ApiError,
@@ -70,13 +70,10 @@ async def check_token(backend: Backend) -> CheckResult:
         )
     if backend.mode == "static":
         assert settings.jwt_token is not None
-        value = settings.jwt_token.get_secret_value()
-        claims = unverified_claims(value.removeprefix("Bearer ").removeprefix("bearer ").strip())
         deprecated = f"{env_name('jwt_token')} (deprecated: never refreshed; set {_CREDENTIALS})"
-        expiry = claims.get("exp")
-        if not isinstance(expiry, int | float):
+        expires_at = static_token_expiry(settings.jwt_token)
+        if expires_at is None:
             return CheckResult("token", "pass", f"static {deprecated}; expiry unknown")
-        expires_at = datetime.fromtimestamp(expiry, UTC)
         when = expires_at.isoformat(timespec="seconds")
         if _elapsed(expires_at) <= 0:
             return CheckResult(

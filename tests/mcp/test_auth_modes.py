@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import jwt
 from fastmcp import Client
 
 from tests.conftest import LogCapture
@@ -23,9 +26,23 @@ async def test_static_token_works_and_is_reported_deprecated_once(
     assert health["auth_mode"] == "static"
     assert health["status"] == "ok"
     assert "deprecated" in health["detail"]
+    assert health["token_expires_in_seconds"] > 3000  # read from the JWT's exp
     warnings = [m for m in logs.messages("WARNING") if "deprecated" in m]
     assert len(warnings) == 1
     assert len(idp.requests) == 1  # only the test's own mint: the server never asks
+
+
+async def test_expired_static_token_makes_health_degraded(
+    idp: IdP, start_mcp: ServerFactory
+) -> None:
+    expired = jwt.encode({"sub": "someone", "exp": int(time.time()) - 60}, "k" * 32)
+    server = start_mcp("static", jwt_token=expired)
+    async with Client(server.url) as client:
+        health = await call(client, idp, "health_check")
+    assert health["status"] == "degraded"
+    assert health["token_expires_in_seconds"] <= 0
+    assert "TOOLBRIDGE_JWT_TOKEN has expired" in health["detail"]
+    assert expired not in str(health)
 
 
 async def test_rejected_static_token_names_the_setting(idp: IdP, start_mcp: ServerFactory) -> None:

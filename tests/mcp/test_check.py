@@ -202,6 +202,13 @@ async def test_expired_static_token_fails_without_calling_the_api(api: ApiServer
     assert expired not in " ".join(r.line() for r in results)
 
 
+async def test_static_token_with_an_impossible_expiry_is_not_a_crash(api: ApiServer) -> None:
+    odd = jwt.encode({"sub": "someone", "exp": 10**20}, "k" * 32)
+    results = await run_checks(mcp_settings(api.url, None, "static", jwt_token=odd))
+    assert results[1].status == "pass"
+    assert "expiry unknown" in results[1].detail
+
+
 async def test_per_user_mode_says_what_to_set(api: ApiServer) -> None:
     results = await run_checks(mcp_settings(api.url, None, "passthrough"))
     assert exit_code(results) == 1

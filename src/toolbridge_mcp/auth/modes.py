@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import AsyncGenerator, Generator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar
 
 import httpx
@@ -126,6 +127,21 @@ class StaticTokenAuth(BackendAuth):
     async def get_auth_header(self) -> str:
         value = self._token.get_secret_value()
         return value if value.lower().startswith("bearer ") else f"Bearer {value}"
+
+
+def static_token_expiry(token: SecretStr) -> datetime | None:
+    """When the static token expires, from its ``exp`` claim; ``None`` when it does not
+    say (an opaque token, a JWT without or with an impossible ``exp``)."""
+    value = token.get_secret_value().strip()
+    if value.lower().startswith("bearer "):
+        value = value[len("bearer ") :].strip()
+    expiry = unverified_claims(value).get("exp")
+    if not isinstance(expiry, int | float) or isinstance(expiry, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(expiry, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 class PassthroughAuth(BackendAuth):

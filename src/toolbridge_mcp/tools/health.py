@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from toolbridge_mcp.auth.modes import static_token_expiry
 from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.config import AuthMode
 
@@ -30,7 +31,8 @@ class HealthReport(BaseModel):
 
 
 def health_report(backend: Backend) -> HealthReport:
-    """The current health; degraded only in auth0 mode, when tokens are not coming."""
+    """The current health; degraded in auth0 mode when tokens are not coming, in static
+    mode when the token has expired (every call would then fail with 401)."""
     manager = backend.manager
     report = HealthReport(
         status="ok",
@@ -43,6 +45,8 @@ def health_report(backend: Backend) -> HealthReport:
             "passthrough": "per-user mode: each MCP request's own Authorization is used",
         }[backend.mode],
     )
+    if backend.mode == "static":
+        return _static_token_health(report, backend)
     if backend.mode != "auth0":
         return report
     if manager is None:
@@ -72,3 +76,23 @@ def health_report(backend: Backend) -> HealthReport:
             }
         )
     return report
+
+
+def _static_token_health(report: HealthReport, backend: Backend) -> HealthReport:
+    assert backend.settings.jwt_token is not None
+    expires_at = static_token_expiry(backend.settings.jwt_token)
+    if expires_at is None:
+        return report
+    seconds = round((expires_at - datetime.now(UTC)).total_seconds(), 1)
+    report = report.model_copy(
+        update={"token_expires_at": expires_at, "token_expires_in_seconds": seconds}
+    )
+    if seconds > 0:
+        return report
+    return report.model_copy(
+        update={
+            "status": "degraded",
+            "detail": "static TOOLBRIDGE_JWT_TOKEN has expired: replace it, or configure "
+            "Auth0 client credentials so tokens refresh automatically",
+        }
+    )

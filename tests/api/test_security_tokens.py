@@ -377,6 +377,36 @@ async def test_jwks_down_on_cold_start_is_a_clear_503(
     assert await verifier.verify(jwks.mint()) == "auth0|user-1"
 
 
+async def test_a_withdrawn_key_stops_verifying_once_the_keys_are_re_read(
+    jwks: JWKSServer, make_verifier: Factory, clock: FakeClock
+) -> None:
+    verifier = make_verifier(jwks_max_age_seconds=300)
+    old = jwks.mint()
+    assert await verifier.verify(old) == "auth0|user-1"
+    replacement = SigningKey.generate()
+    jwks.publish(jwks.keys, document={"keys": [replacement.jwk()]})
+    clock.advance(299)
+    assert await verifier.verify(old) == "auth0|user-1"
+    assert jwks.fetches == 1, "fresh keys are not re-read"
+    clock.advance(1)
+    assert await verifier.verify(old) == "auth0|user-1", "served while the re-read runs"
+    await settle(lambda: jwks.fetches == 2)
+
+    async def accepted(token: str) -> bool:
+        try:
+            await verifier.verify(token)
+        except AuthError:
+            return False
+        return True
+
+    async with asyncio.timeout(5):
+        while await accepted(old):  # noqa: ASYNC110 - until the background re-read lands
+            await asyncio.sleep(0.005)
+    assert "kid does not match" in (await refused(verifier, old)).message
+    assert await verifier.verify(jwks.mint(key=replacement)) == "auth0|user-1"
+    assert jwks.fetches == 2
+
+
 async def test_cached_keys_keep_working_while_jwks_is_down(
     jwks: JWKSServer, make_verifier: Factory, clock: FakeClock, logs: LogCapture
 ) -> None:

@@ -6,7 +6,9 @@ HS256 token only with the configured dev secret (and refused when none is set), 
 "signed" with the public key as an HMAC secret can never verify. Keys are cached; an unknown
 ``kid`` triggers one refetch (key rotation) that is single-flight and at most once per
 interval, so a flood of forged tokens cannot hammer the identity provider, and an outage of
-the provider leaves the cached keys serving.
+the provider leaves the cached keys serving. Keys older than a maximum age are re-read in the
+background (the cached key keeps serving meanwhile), so a key the provider withdrew stops
+verifying tokens, as with PyJWT's ``PyJWKClient`` cache lifespan.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class TokenVerifier:
         hs256_secret: SecretStr | None = None,
         leeway_seconds: float = 30,
         jwks_refetch_min_interval_seconds: float = 30,
+        jwks_max_age_seconds: float = 300,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not audience and (jwks_url or hs256_secret is not None):
@@ -70,12 +73,16 @@ class TokenVerifier:
             logger.warning("No JWKS URL and no HS256 secret: every bearer token will be refused")
         if leeway_seconds < 0 or jwks_refetch_min_interval_seconds < 0:
             raise ValueError("leeway and refetch interval must not be negative")
+        if jwks_max_age_seconds <= 0:
+            raise ValueError("jwks_max_age_seconds must be positive")
         self.audience = audience
         self.issuer = issuer
         self.jwks_url = jwks_url or None
         self._hs256_secret = hs256_secret
         self._leeway = leeway_seconds
         self._refetch_interval = jwks_refetch_min_interval_seconds
+        self._max_age = jwks_max_age_seconds
+        self._loaded_at: float | None = None
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] | None = None
         self._unnamed: list[jwt.PyJWK] = []
@@ -174,6 +181,8 @@ class TokenVerifier:
             raise AuthError(401, "access token kid header must be a string")
         found = self._lookup(kid)
         if found is not None:
+            if self._stale():
+                self._start_fetch()
             return found
         await self._refresh()
         found = self._lookup(kid)
@@ -201,13 +210,22 @@ class TokenVerifier:
         The fetch is a task of its own, shielded from callers: one caller giving up (client
         disconnect) does not cancel it for the others waiting on it.
         """
+        inflight = self._start_fetch()
+        if inflight is not None:
+            await asyncio.shield(inflight)
+
+    def _start_fetch(self) -> asyncio.Task[None] | None:
+        """The fetch in flight, else a new one if the pacing interval allows, else None."""
         if self._inflight is None:
             if self.jwks_url is None or not self._may_fetch():
-                return
+                return None
             self._last_attempt = self._clock()
             self._inflight = asyncio.create_task(self._fetch(), name="jwks-fetch")
             self._inflight.add_done_callback(self._fetch_done)
-        await asyncio.shield(self._inflight)
+        return self._inflight
+
+    def _stale(self) -> bool:
+        return self._loaded_at is not None and self._clock() - self._loaded_at >= self._max_age
 
     def _fetch_done(self, task: asyncio.Task[None]) -> None:
         if self._inflight is task:
@@ -266,6 +284,7 @@ class TokenVerifier:
             else:
                 named[key.key_id] = key
         self._keys, self._unnamed = named, unnamed
+        self._loaded_at = self._clock()
         self._last_attempt_failed = False
         if not named and not unnamed:
             logger.warning("JWKS from {} holds no RS256 signing key", self.jwks_url)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
+from sqlalchemy import insert
 
 from tests.api.conftest import Api
+from toolbridge_api.db.models import EntityRow
+from toolbridge_api.db.store import Store, utcnow
+from toolbridge_api.security import Principal
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -45,3 +50,37 @@ async def test_concurrent_unconditional_writers_each_add_exactly_one(api: Api) -
     final = (await alice.request("GET", f"/v1/tasks/{uid}")).json()
     assert final["version"] == WRITERS + 1
     assert final["payload"] == {f"k{n}": n for n in range(WRITERS)}
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_users_inserts_commit_in_list_order(api: Api) -> None:
+    """PostgreSQL assigns ``seq`` at insert, not at commit: an insert must wait for the same
+    user's insert in flight, or a client paging by ``seq`` could pass a row that commits
+    later with a lower number."""
+    alice = await api.user()
+    store: Store = api.app.state.store
+    principal = Principal(alice.tenant_id, alice.user_id)
+    async with store.engine.connect() as in_flight:
+        transaction = await in_flight.begin()
+        await Store._serialise_inserts(in_flight, principal)  # an insert of alice's in flight
+        late = asyncio.create_task(alice.create("notes", {"title": "second"}))
+        done, _ = await asyncio.wait({late}, timeout=0.3)
+        assert not done, "alice's insert did not wait for her insert in flight"
+        bob = await api.user("auth0|bob")
+        await bob.create("notes", {"title": "another user is not held up"})
+        await in_flight.execute(
+            insert(EntityRow).values(
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                entity="notes",
+                uid=str(uuid.uuid4()),
+                version=1,
+                payload={"title": "first"},
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+        await transaction.commit()
+    await late
+    listed = (await alice.request("GET", "/v1/notes")).json()["items"]
+    assert [item["payload"]["title"] for item in listed] == ["first", "second"]

@@ -139,6 +139,18 @@ class Store:
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
 
+    @staticmethod
+    async def _serialise_inserts(conn: AsyncConnection, principal: Principal) -> None:
+        """PostgreSQL hands out ``seq`` values at insert but transactions may commit in
+        another order, so a client paging by ``seq`` could pass a row that commits later
+        with a lower number. Holding a per-user lock until commit makes each user's rows
+        commit in ``seq`` order; lists are per user, so that is the order that matters.
+        A hash collision only serialises two users' inserts. (SQLite has one writer at a
+        time.)"""
+        if conn.dialect.name == "postgresql":
+            tenant, user = func.hashtext(principal.tenant_id), func.hashtext(principal.user_id)
+            await conn.execute(select(func.pg_advisory_xact_lock(tenant, user)))
+
     async def ping(self) -> None:
         """Raises if the database cannot answer a trivial query."""
         async with self.engine.connect() as conn:
@@ -324,6 +336,7 @@ class Store:
         now = utcnow()
         item = Item(str(uuid.uuid4()), 1, now, None, payload)
         async with self._writing() as conn:
+            await self._serialise_inserts(conn, principal)
             await conn.execute(
                 insert(EntityRow).values(
                     tenant_id=principal.tenant_id,

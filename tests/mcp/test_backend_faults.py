@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import respx
+from fastmcp import Client
 from pydantic import SecretStr
 
 from toolbridge_mcp.auth import tenant
@@ -32,6 +33,8 @@ from toolbridge_mcp.backend import (
     SyncSession,
     to_tool_error,
 )
+from toolbridge_mcp.config import Settings
+from toolbridge_mcp.server import create_server
 
 BASE = "http://api.test"
 TOKEN = "static-token-value"
@@ -265,3 +268,23 @@ async def test_a_refusal_that_persists_is_recovered_once_not_forever(
     assert raised.value.status == refusal.status_code
     assert route.call_count == 2
     assert mock.routes[0].call_count <= 2  # at most one new session
+
+
+async def test_an_item_the_server_cannot_read_is_a_tool_error_not_a_masked_crash(
+    mock: respx.MockRouter,
+) -> None:
+    """An answer that is not an item (say, another service at the API URL) must read as an
+    API problem, like every other, instead of FastMCP's masked internal error."""
+    mock.get(url__regex=r"/v1/notes/.+").respond(200, json={"payload": {"title": "no uid"}})
+    mock.get("/v1/notes").respond(200, json={"items": [{"version": "x"}], "nextCursor": None})
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, go_api_base_url=BASE, jwt_token=TOKEN
+    )
+    async with Client(create_server(settings)) as client:
+        got = await client.call_tool("get_note", {"uid": "n-1"}, raise_on_error=False)
+        listed = await client.call_tool("list_notes", {}, raise_on_error=False)
+    for result in (got, listed):
+        assert result.is_error
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "cannot read" in text, text
+    assert "(uid, version)" in got.content[0].text  # type: ignore[union-attr]

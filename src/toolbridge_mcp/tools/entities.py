@@ -22,7 +22,7 @@ from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from toolbridge_mcp.auth.modes import MissingAuthenticationError
 from toolbridge_mcp.auth.oauth import TokenError
-from toolbridge_mcp.backend.errors import ApiError, BackendError, to_tool_error
+from toolbridge_mcp.backend.errors import ApiError, BackendError, ErrorContext, to_tool_error
 from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.tools.fields import (
     ChatFields,
@@ -166,15 +166,21 @@ def _item(model: type[Item], body: Any) -> Item:
     if not isinstance(body, dict):
         raise ApiError(200, "the API answered with something that is not an item")
     payload_model = cast(type[BaseModel], model.model_fields["payload"].annotation)
-    return model.model_validate(
-        {
-            "uid": body.get("uid"),
-            "version": body.get("version"),
-            "updated_at": body.get("updatedAt"),
-            "deleted_at": body.get("deletedAt"),
-            "payload": _lenient_payload(payload_model, body.get("payload")),
-        }
-    )
+    try:
+        return model.model_validate(
+            {
+                "uid": body.get("uid"),
+                "version": body.get("version"),
+                "updated_at": body.get("updatedAt"),
+                "deleted_at": body.get("deletedAt"),
+                "payload": _lenient_payload(payload_model, body.get("payload")),
+            }
+        )
+    except ValidationError as exc:
+        fields = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
+        raise ApiError(
+            200, f"the API answered with an item this server cannot read ({', '.join(fields)})"
+        ) from None
 
 
 def _lenient_payload(model: type[BaseModel], payload: Any) -> BaseModel:
@@ -313,16 +319,36 @@ class EntityTools:
             current = None
             if isinstance(exc, ApiError) and exc.status == 412 and uid is not None:
                 current = await self._current_version(uid)
-            raise to_tool_error(
-                exc,
-                self.backend.error_context(
-                    entity=self.spec.label,
-                    uid=uid,
-                    get_tool=f"get_{self.spec.singular}",
-                    list_tool=f"list_{self.spec.plural}",
-                    current_version=current,
-                ),
-            ) from None
+            raise to_tool_error(exc, self._context(uid, current)) from None
+
+    def _tool(
+        self,
+        name: str,
+        description: str,
+        params: list[inspect.Parameter],
+        returns: Any,
+        body: ToolBody,
+        hints: ToolAnnotations,
+    ) -> Tool:
+        """:func:`_tool`, with answers the tool cannot use (an :class:`ApiError` raised while
+        reading a successful response) mapped like every other API error."""
+
+        async def guarded(args: dict[str, Any]) -> Any:
+            try:
+                return await body(args)
+            except ApiError as exc:
+                raise to_tool_error(exc, self._context(args.get("uid"))) from None
+
+        return _tool(name, description, params, returns, guarded, hints)
+
+    def _context(self, uid: str | None, current: int | None = None) -> ErrorContext:
+        return self.backend.error_context(
+            entity=self.spec.label,
+            uid=uid,
+            get_tool=f"get_{self.spec.singular}",
+            list_tool=f"list_{self.spec.plural}",
+            current_version=current,
+        )
 
     async def _current_version(self, uid: str) -> int | None:
         """After a 412, the version the item is at now, so the caller can retry."""
@@ -370,7 +396,7 @@ class EntityTools:
             ),
             _param("include_deleted", IncludeDeleted, False),
         ]
-        return _tool(
+        return self._tool(
             f"list_{spec.plural}",
             f"List {spec.label}s, one page at a time. {spec.about} Returns items and "
             "next_cursor; call again with cursor=next_cursor for more.",
@@ -390,7 +416,7 @@ class EntityTools:
                 item, await self._call("GET", self._item_path(uid), uid=uid, params=params)
             )
 
-        return _tool(
+        return self._tool(
             f"get_{spec.singular}",
             f"Get one {spec.label} by uid. {spec.about}",
             [_param("uid", Uid), _param("include_deleted", IncludeDeleted, False)],
@@ -406,7 +432,7 @@ class EntityTools:
             payload = _payload(spec.fields, args, partial=False)
             return _item(item, await self._call("POST", spec.path, json=payload))
 
-        return _tool(
+        return self._tool(
             f"create_{spec.singular}",
             f"Create a {spec.label}. {spec.about} Returns it with its new uid and version 1.",
             _field_params(spec.fields, optional=False),
@@ -452,7 +478,7 @@ class EntityTools:
                 ),
             )
 
-        return _tool(
+        return self._tool(
             name,
             description,
             [
@@ -482,7 +508,7 @@ class EntityTools:
                 )
             return Deleted(uid=uid)
 
-        return _tool(
+        return self._tool(
             f"delete_{spec.singular}",
             f"Delete a {spec.label} (soft delete: get_{spec.singular} with "
             "include_deleted=true still shows it).",
@@ -499,7 +525,7 @@ class EntityTools:
             uid = args["uid"]
             return _item(item, await self._call("POST", f"{self._item_path(uid)}/archive", uid=uid))
 
-        return _tool(
+        return self._tool(
             f"archive_{spec.singular}",
             f"Archive a {spec.label}: kept, but out of the way.",
             [_param("uid", Uid)],
@@ -522,7 +548,7 @@ class EntityTools:
             )
 
         actions = "; ".join(f"{name}: {effect}" for name, effect in spec.actions.items())
-        return _tool(
+        return self._tool(
             f"process_{spec.singular}",
             f"Apply an action to a {spec.label}. Actions — {actions}.",
             [

@@ -4,7 +4,9 @@ capture that fails any test whose logs contain a secret or an issued token."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from loguru import logger
 from tests.support.clock import FakeClock
 from tests.support.idp import IdP
 from toolbridge_mcp.auth.token_manager import TokenManager
+from toolbridge_mcp.config import get_settings
 
 CLIENT_ID = "test-client"
 CLIENT_SECRET = "test-secret"
@@ -45,6 +48,16 @@ def tls_idp(tls_idp_server: IdP) -> Iterator[IdP]:
     tls_idp_server.reset()
     yield tls_idp_server
     tls_idp_server.drain()
+
+
+@pytest.fixture
+def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No stray TOOLBRIDGE_* variable or .env file from the machine changes a settings test."""
+    for name in list(os.environ):
+        if name.startswith("TOOLBRIDGE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
 
 
 @pytest.fixture

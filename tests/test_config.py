@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from toolbridge_mcp.config import ConfigError, Settings, get_settings, load_settings
 
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
+
 SECRET = "s3cr3t-value-never-shown"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No stray TOOLBRIDGE_* variable or .env file from the machine changes a test."""
-    for name in list(os.environ):
-        if name.startswith("TOOLBRIDGE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
 
 
 def auth0_env(monkeypatch: pytest.MonkeyPatch, **overrides: str) -> None:

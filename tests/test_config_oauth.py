@@ -3,27 +3,16 @@ defaults, and errors that name what to fix without echoing a secret."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from toolbridge_mcp.auth.modes import caller_auth_provider
-from toolbridge_mcp.config import ConfigError, get_settings, load_settings
+from toolbridge_mcp.config import ConfigError, load_settings
+
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 SECRET = "s3cr3t-value-never-shown"
 ISSUER = "https://tenant.us.auth0.com/"
 AUDIENCE = "https://api.example"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No stray TOOLBRIDGE_* variable or .env file from the machine changes a test."""
-    for name in list(os.environ):
-        if name.startswith("TOOLBRIDGE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
 
 
 def set_env(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:

@@ -25,18 +25,7 @@ TENANT_SECRET = "tenant-secret-for-http-tests-0123456789"
 
 
 def idp_token(idp: IdP, client_id: str = CLIENT_ID, secret: str = CLIENT_SECRET) -> str:
-    response = httpx.post(
-        idp.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": secret,
-            "audience": AUDIENCE,
-        },
-    )
-    response.raise_for_status()
-    token: str = response.json()["access_token"]
-    return token
+    return idp.fetch_token(client_id, secret, AUDIENCE)
 
 
 @pytest.fixture

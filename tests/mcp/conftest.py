@@ -16,7 +16,6 @@ from typing import Any
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 
-import httpx
 import pytest
 from fastmcp import Client, FastMCP
 from fastmcp.client.client import CallToolResult
@@ -152,18 +151,7 @@ async def client(mcp: McpHttpServer) -> AsyncIterator[Client[Any]]:
 
 def mint_token(idp: IdP, client_id: str = CLIENT_ID, secret: str = CLIENT_SECRET) -> str:
     """A real access token from the IdP, as a static or per-user token would be."""
-    response = httpx.post(
-        idp.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": secret,
-            "audience": AUDIENCE,
-        },
-    )
-    response.raise_for_status()
-    token: str = response.json()["access_token"]
-    return token
+    return idp.fetch_token(client_id, secret, AUDIENCE)
 
 
 def result_text(result: CallToolResult) -> str:

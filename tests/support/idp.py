@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
+import httpx
 import jwt
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -243,6 +244,21 @@ class IdP:
     def issued(self) -> list[str]:
         with self._lock:
             return list(self._issued)
+
+    def fetch_token(self, client_id: str, secret: str, audience: str | None = None) -> str:
+        """A real access token over HTTP, as a static or per-user token would be obtained."""
+        response = httpx.post(
+            self.token_url,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+                "audience": audience or self.audience,
+            },
+        )
+        response.raise_for_status()
+        token: str = response.json()["access_token"]
+        return token
 
     def drain(self, timeout: float = 3.0) -> None:
         """Release hanging requests and wait until every request has been answered, so a

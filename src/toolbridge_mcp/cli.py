@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -174,7 +175,48 @@ def serve(
         show_banner=False,
         host=settings.host,
         port=settings.port,
+        uvicorn_config={"log_config": None},  # uvicorn's lines go through our log format
     )
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="MCP server port.", min=1, max=65535)] = 8001,
+    api_port: Annotated[int, typer.Option(help="API port.", min=1, max=65535)] = 8081,
+    issuer_port: Annotated[
+        int, typer.Option(help="Dev identity provider port.", min=1, max=65535)
+    ] = 8090,
+    token_lifetime: Annotated[
+        int,
+        typer.Option(help="Access-token lifetime in seconds; short, so refreshes show.", min=1),
+    ] = 120,
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the SQLite database and the issuer's key are kept.")
+    ] = Path(".toolbridge"),
+    seed_demo: Annotated[
+        bool, typer.Option("--seed-demo", help="Add a few demo notes and tasks (once).")
+    ] = False,
+    startup_timeout: Annotated[
+        float, typer.Option(help="Seconds each component may take to become ready.", min=1)
+    ] = 30.0,
+) -> None:
+    """Run the whole system locally (DEVELOPMENT ONLY): a dev identity provider, the API on
+    SQLite and the MCP server at http://127.0.0.1:8001/mcp, wired with generated secrets.
+
+    Ctrl-C stops everything. Exits 2 when a port is taken (naming the flag to change).
+    """
+    from toolbridge_mcp.devstack import DevOptions, run
+
+    options = DevOptions(
+        state_dir=state_dir,
+        mcp_port=port,
+        api_port=api_port,
+        issuer_port=issuer_port,
+        token_lifetime=token_lifetime,
+        seed_demo=seed_demo,
+        startup_timeout=startup_timeout,
+    )
+    raise typer.Exit(run(options))
 
 
 if __name__ == "__main__":

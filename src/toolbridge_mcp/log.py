@@ -30,6 +30,10 @@ def configure_logging(level: str = "INFO") -> None:
     logger.remove()
     logger.add(sys.stderr, level=level.upper(), format=_FORMAT, backtrace=False, diagnose=False)
     logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    # FastMCP gives its logger a rich console handler of its own: one format for every line.
+    fastmcp_logger = logging.getLogger("fastmcp")
+    fastmcp_logger.handlers.clear()
+    fastmcp_logger.propagate = True
     # httpx logs every request at INFO; the token manager already logs what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # The token manager logs each failed attempt itself, with the OAuth error code.

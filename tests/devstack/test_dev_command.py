@@ -1,0 +1,341 @@
+"""``toolbridge-mcp dev`` as a user runs it: one command, three real processes, real tokens.
+
+The command runs as a subprocess with short-lived tokens; a real MCP client talks to it over
+streamable HTTP while the MCP server refreshes its token several times, then SIGINT or SIGTERM
+must leave no process behind and every port free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+from fastmcp import Client
+
+from tests.mcp.conftest import result_text
+
+COMMAND = str(Path(sys.executable).parent / "toolbridge-mcp")
+README_COMMAND = str(Path(__file__).parents[2] / "scripts" / "dev.sh")
+REFRESHED = "Access token refreshed: valid for"
+JWT = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.")
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class DevCommand:
+    """``toolbridge-mcp dev`` on free ports; every output line is kept in ``lines``."""
+
+    def __init__(
+        self,
+        cwd: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] = (COMMAND, "dev"),
+    ) -> None:
+        self.mcp_port, self.api_port, self.issuer_port = _free_ports(3)
+        self.cwd = cwd
+        self.args = [
+            *command,
+            "--port",
+            str(self.mcp_port),
+            "--api-port",
+            str(self.api_port),
+            "--issuer-port",
+            str(self.issuer_port),
+            *args,
+        ]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
+        self.env = base | (env or {})
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.mcp_port, self.api_port, self.issuer_port]
+
+    @property
+    def mcp_url(self) -> str:
+        return f"http://127.0.0.1:{self.mcp_port}/mcp"
+
+    def start(self) -> Self:
+        self.process = subprocess.Popen(  # noqa: S603 - our own console script
+            self.args,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True, name="dev-output").start()
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    @property
+    def text(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, predicate: Any, timeout: float = 60.0) -> None:
+        """Until ``predicate(lines)`` holds; fails with the output if the command exits."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self.lines):
+                assert self.process is not None
+                if self.process.poll() is not None and not predicate(self.lines):
+                    self._changed.wait(0.5)  # the reader may still hold the last lines
+                    if predicate(self.lines):
+                        return
+                    pytest.fail(f"dev exited ({self.process.returncode}):\n{self.text_unlocked}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"timed out waiting; output so far:\n{self.text_unlocked}")
+                self._changed.wait(0.2)
+
+    @property
+    def text_unlocked(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_up(self) -> None:
+        self.wait_for(lambda lines: any("ToolBridge dev stack is up" in line for line in lines))
+
+    def count(self, needle: str) -> int:
+        with self._changed:
+            return sum(needle in line for line in self.lines)
+
+    def pids(self) -> list[int]:
+        """The children's pids, from the progress lines."""
+        found = [int(m.group(1)) for m in re.finditer(r"pid (\d+)", self.text)]
+        assert len(found) == 3, self.text
+        return found
+
+    def stop(self, signum: signal.Signals = signal.SIGINT, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.process.wait(timeout)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def dev_command(tmp_path: Path) -> Iterator[list[DevCommand]]:
+    started: list[DevCommand] = []
+    yield started
+    for command in started:
+        command.kill()
+
+
+def _child_secrets(pids: list[int]) -> list[str]:
+    """The secrets the dev command generated, read from its children's environments."""
+    found: list[str] = []
+    for pid in pids:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        for entry in environ:
+            name, _, value = entry.decode().partition("=")
+            if name.endswith("_SECRET"):
+                found.append(value)
+            elif name == "TOOLBRIDGE_DEV_ISSUER_CLIENTS":
+                found.extend(json.loads(value).values())
+    return found
+
+
+async def _ok(client: Client[Any], tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments, raise_on_error=False)
+    assert not result.is_error, f"{tool} failed: {result_text(result)}"
+    assert isinstance(result.structured_content, dict)
+    return result.structured_content
+
+
+async def _crud_round(client: Client[Any], round_no: int) -> None:
+    """Create, list, update and delete one note and one task."""
+    note = await _ok(client, "create_note", title=f"note {round_no}", content="draft")
+    listed = await _ok(client, "list_notes", limit=1000)
+    assert note["uid"] in {item["uid"] for item in listed["items"]}
+    updated = await _ok(client, "update_note", uid=note["uid"], title=f"note {round_no}!")
+    assert updated["version"] == note["version"] + 1
+    assert updated["payload"]["title"] == f"note {round_no}!"
+    await _ok(client, "delete_note", uid=note["uid"])
+
+    task = await _ok(client, "create_task", title=f"task {round_no}", priority="high")
+    tasks = await _ok(client, "list_tasks", limit=1000)
+    assert task["uid"] in {item["uid"] for item in tasks["items"]}
+    done = await _ok(
+        client, "update_task", uid=task["uid"], title=f"task {round_no}", status="done"
+    )
+    assert done["payload"]["status"] == "done"
+    await _ok(client, "delete_task", uid=task["uid"])
+
+
+async def test_dev_serves_tools_across_token_refreshes_and_stops_cleanly(
+    tmp_path: Path, dev_command: list[DevCommand]
+) -> None:
+    # A real Auth0 setup in the caller's shell and .env must not leak into the dev stack.
+    (tmp_path / ".env").write_text("TOOLBRIDGE_OAUTH_ISSUER=https://not-this.example/\n")
+    shell = {"TOOLBRIDGE_AUTH0_DOMAIN": "tenant.example.com", "TOOLBRIDGE_JWT_TOKEN": "stale"}
+    dev = DevCommand(tmp_path, "--token-lifetime", "3", env=shell).start()
+    dev_command.append(dev)
+    dev.wait_up()
+    pids = dev.pids()
+    secrets = _child_secrets(pids)
+    assert len(secrets) >= 3  # client secret (issuer + MCP) and tenant secret (API + MCP)
+
+    refreshes_before = dev.count(REFRESHED)
+    rounds = 0
+    async with Client(dev.mcp_url) as client:
+        while dev.count(REFRESHED) - refreshes_before < 3 or rounds < 3:
+            rounds += 1
+            await _crud_round(client, rounds)
+        health = await _ok(client, "health_check")
+    assert health["status"] == "ok"
+    assert health["auth_mode"] == "auth0"
+
+    refresh_lines = [line for line in dev.lines if REFRESHED in line]
+    assert all(line.startswith("mcp    | ") for line in refresh_lines)
+    assert all("valid for 3s" in line for line in refresh_lines), refresh_lines
+    assert any("[3/3] MCP server" in line and dev.mcp_url in line for line in dev.lines)
+
+    assert dev.stop(signal.SIGINT) == 0
+    assert "Stopped: MCP server, API, dev issuer" in dev.text
+    assert [pid for pid in pids if _alive(pid)] == []
+    assert all(_port_is_free(port) for port in dev.ports)
+    output = dev.text
+    assert not [s for s in secrets if s in output], "a generated secret reached the output"
+    assert not JWT.search(output), "an access token reached the output"
+    assert (tmp_path / ".toolbridge" / "api.db").exists()
+    assert (tmp_path / ".toolbridge" / "issuer" / "signing-key.pem").exists()
+
+
+async def test_demo_data_once_and_kept_across_restarts_and_sigterm_stops(
+    tmp_path: Path, dev_command: list[DevCommand]
+) -> None:
+    state = tmp_path / "state"
+    # The README's command: bootstraps, then execs the supervisor, so SIGTERM reaches it.
+    readme = (README_COMMAND,)
+    first = DevCommand(tmp_path, "--seed-demo", "--state-dir", str(state), command=readme)
+    first.start()
+    dev_command.append(first)
+    first.wait_up()
+    assert "Demo data: added 3 notes and 3 tasks" in first.text
+    async with Client(first.mcp_url) as client:
+        notes = await _ok(client, "list_notes")
+        tasks = await _ok(client, "list_tasks")
+    assert sorted(n["payload"]["title"] for n in notes["items"]) == [
+        "Shopping",
+        "Token refresh",
+        "Welcome to ToolBridge",
+    ]
+    assert len(tasks["items"]) == 3
+    pids = first.pids()
+    assert first.stop(signal.SIGTERM) == 0
+    assert [pid for pid in pids if _alive(pid)] == []
+
+    second = DevCommand(tmp_path, "--seed-demo", "--state-dir", str(state)).start()
+    dev_command.append(second)
+    second.wait_up()
+    assert "Demo data: notes already present, none added" in second.text
+    async with Client(second.mcp_url) as client:
+        again = await _ok(client, "list_notes")
+    assert {n["uid"] for n in again["items"]} == {n["uid"] for n in notes["items"]}
+    assert second.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize("flag", ["--port", "--api-port", "--issuer-port"])
+def test_a_taken_port_is_named_with_the_flag_to_change(
+    tmp_path: Path, flag: str, dev_command: list[DevCommand]
+) -> None:
+    dev = DevCommand(tmp_path)
+    taken = {"--port": dev.mcp_port, "--api-port": dev.api_port, "--issuer-port": dev.issuer_port}
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", taken[flag]))
+        holder.listen()
+        dev.start()
+        dev_command.append(dev)
+        assert dev.wait() == 2
+    assert f"port {taken[flag]}" in dev.text
+    assert f"pass {flag} <free port>" in dev.text
+    assert "pid " not in dev.text  # nothing was started
+    assert not (tmp_path / ".toolbridge").exists()
+
+
+def test_same_port_twice_is_refused(tmp_path: Path) -> None:
+    port = _free_ports(1)[0]
+    done = subprocess.run(  # noqa: S603 - our own console script
+        [COMMAND, "dev", "--port", str(port), "--api-port", str(port)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"both set to port {port}" in done.stderr
+    assert "(--api-port, --port)" in done.stderr
+
+
+def test_a_component_that_fails_to_start_stops_the_stack_and_shows_why(
+    tmp_path: Path, dev_command: list[DevCommand]
+) -> None:
+    key = tmp_path / ".toolbridge" / "issuer" / "signing-key.pem"
+    key.parent.mkdir(parents=True)
+    key.write_text("not a key")
+    dev = DevCommand(tmp_path).start()
+    dev_command.append(dev)
+    assert dev.wait() == 1
+    assert "the dev issuer exited with code" in dev.text
+    assert "signing-key.pem" in dev.text
+    assert "[1/3]" not in dev.text  # the API and the MCP server never started
+    assert key.read_text() == "not a key"
+    assert all(_port_is_free(port) for port in dev.ports)

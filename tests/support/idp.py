@@ -6,32 +6,28 @@ requests that hang until the test releases them.
 """
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hmac
-import json
 import secrets
 import ssl
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
 
 import httpx
-import jwt
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.server import ServerThread
+from toolbridge_dev_issuer.keys import SigningKey
+from toolbridge_dev_issuer.oauth import client_credentials, error_response, parse_body
+from toolbridge_dev_issuer.tokens import mint_client_token
 
 DEFAULT_CLIENTS: dict[str, str] = {"test-client": "test-secret"}
 DEFAULT_SCOPE = "read:notes write:notes"
@@ -68,68 +64,6 @@ class Seen:
     auth_method: str | None
 
 
-@dataclass(frozen=True)
-class _Basic:
-    """Decoded HTTP Basic credentials; ids are None when the header was malformed."""
-
-    client_id: str | None
-    secret: str | None
-
-
-def _parse_basic(header: str | None) -> _Basic | None:
-    """Decode client_secret_basic per RFC 6749 §2.3.1 (urlencoded id and secret)."""
-    if header is None:
-        return None
-    scheme, _, param = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return _Basic(None, None)
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
-        return _Basic(None, None)
-    return _Basic(unquote_plus(client_id), unquote_plus(secret))
-
-
-def _parse_body(raw: bytes, content_type: str) -> tuple[dict[str, str], str | None]:
-    """Return the body fields and, if the body is unacceptable, why (for invalid_request)."""
-    mime = content_type.split(";", 1)[0].strip().lower()
-    if mime == "application/json" or mime.endswith("+json"):
-        try:
-            data = json.loads(raw) if raw else {}
-        except ValueError:
-            return {}, "Malformed JSON body"
-        if not isinstance(data, dict):
-            return {}, "JSON body must be an object"
-        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}, None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return {}, "Body is not UTF-8"
-    pairs = parse_qsl(text, keep_blank_values=True)
-    form = dict(pairs)
-    if len(form) != len(pairs):
-        return form, "Parameters must not be repeated"
-    if raw and mime != "application/x-www-form-urlencoded":
-        return form, f"Unsupported content type: {content_type or '(none)'}"
-    return form, None
-
-
-def _error(
-    status: int,
-    error: str,
-    description: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """Build an RFC 6749 §5.2 error body."""
-    payload = {"error": error}
-    if description is not None:
-        payload["error_description"] = description
-    return JSONResponse(payload, status_code=status, headers=headers)
-
-
 class IdP:
     """The fake token endpoint, served by a :class:`ServerThread` (uvicorn, own event loop)."""
 
@@ -149,12 +83,9 @@ class IdP:
         self.issuer_host = issuer_host
         self.ca: trustme.CA | None = trustme.CA() if tls else None
 
-        self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.public_key: rsa.RSAPublicKey = self._private_key.public_key()
-        self._kid = secrets.token_hex(8)
-        jwk: dict[str, Any] = dict(RSAAlgorithm.to_jwk(self.public_key, as_dict=True))
-        jwk.update(kid=self._kid, use="sig", alg="RS256")
-        self.jwks: dict[str, Any] = {"keys": [jwk]}
+        self._key = SigningKey.generate()
+        self.public_key: rsa.RSAPublicKey = self._key.public_key
+        self.jwks: dict[str, Any] = {"keys": [self._key.public_jwk()]}
 
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque()
@@ -319,18 +250,10 @@ class IdP:
         at = time.monotonic()
         raw = await request.body()
         content_type = request.headers.get("content-type", "")
-        form, problem = _parse_body(raw, content_type)
-        basic = _parse_basic(request.headers.get("authorization"))
-        if basic is not None:
-            if "client_secret" in form:
-                problem = problem or "Use only one client authentication method"
-            auth_method: str | None = "client_secret_basic"
-            client_id = basic.client_id
-            secret = basic.secret
-        else:
-            auth_method = "client_secret_post" if "client_secret" in form else None
-            client_id = form.get("client_id")
-            secret = form.get("client_secret")
+        form, problem = parse_body(raw, content_type)
+        credentials = client_credentials(form, request.headers.get("authorization"))
+        problem = problem or credentials.problem
+        client_id, secret = credentials.client_id, credentials.secret
         headers: dict[str, str] = {}
         for name, value in request.headers.items():
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
@@ -342,7 +265,7 @@ class IdP:
             form=form,
             content_type=content_type,
             client_id=client_id,
-            auth_method=auth_method,
+            auth_method=credentials.method,
         )
         with self._lock:
             self._requests.append(seen)
@@ -360,15 +283,15 @@ class IdP:
                 reply.body, status_code=reply.status, media_type="text/html", headers=extra
             )
         if reply.status != 200:
-            return _error(
+            return error_response(
                 reply.status, reply.error or "server_error", reply.error_description, extra
             )
 
         if problem is not None:
-            return _error(400, "invalid_request", problem, extra)
+            return error_response(400, "invalid_request", problem, extra)
         grant_type = form.get("grant_type")
         if grant_type != "client_credentials":
-            return _error(
+            return error_response(
                 400, "unsupported_grant_type", f"Unsupported grant type: {grant_type}", extra
             )
         expected = self.clients.get(client_id) if client_id is not None else None
@@ -377,13 +300,13 @@ class IdP:
             or secret is None
             or not hmac.compare_digest(secret.encode(), expected.encode())
         ):
-            if basic is not None:
+            if credentials.method == "client_secret_basic":
                 extra = {**extra, "WWW-Authenticate": 'Basic realm="toolbridge-idp"'}
-            return _error(401, "invalid_client", "Client authentication failed", extra)
+            return error_response(401, "invalid_client", "Client authentication failed", extra)
         assert client_id is not None
         audience = form.get("audience", form.get("resource", self.audience))
         if audience != self.audience:
-            return _error(
+            return error_response(
                 403, "access_denied", f"Service not enabled within domain: {audience}", extra
             )
         return self._issue(reply, client_id, audience, form.get("scope") or DEFAULT_SCOPE, extra)
@@ -394,21 +317,14 @@ class IdP:
         """Mint an Auth0-style M2M access token; jti makes every token distinct."""
         lifetime = reply.expires_in if reply.expires_in is not None else 3600
         if reply.jwt:
-            now = int(time.time())
-            claims = {
-                "iss": f"{self.base_url}/",
-                "sub": f"{client_id}@clients",
-                "aud": audience,
-                "iat": now,
-                "exp": now + lifetime,
-                "gty": "client-credentials",
-                "azp": client_id,
-                "scope": scope,
-                "jti": uuid.uuid4().hex,
-            }
-            token = jwt.encode(
-                claims, self._private_key, algorithm="RS256", headers={"kid": self._kid}
-            )
+            token = mint_client_token(
+                self._key,
+                issuer=f"{self.base_url}/",
+                client_id=client_id,
+                audience=audience,
+                lifetime_seconds=lifetime,
+                scope=scope,
+            ).token
         else:
             token = secrets.token_urlsafe(32)
         with self._lock:

@@ -1,0 +1,143 @@
+"""The ``toolbridge-dev-issuer`` command line: serve the DEVELOPMENT ONLY issuer, or mint a
+user's access token with its key."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from toolbridge_dev_issuer.app import create_app
+from toolbridge_dev_issuer.config import (
+    MAX_TOKEN_LIFETIME_SECONDS,
+    ConfigError,
+    IssuerSettings,
+    env_name,
+    load_issuer_settings,
+)
+from toolbridge_dev_issuer.keys import SigningKey, SigningKeyError, load_or_create_signing_key
+from toolbridge_dev_issuer.tokens import mint_user_token
+from toolbridge_mcp.log import configure_logging
+
+_HELP = (
+    "DEVELOPMENT ONLY: a local, Auth0-shaped identity provider that issues ToolBridge access "
+    "tokens (client credentials, or `mint` for a user). Never expose it or use it in production."
+)
+
+app = typer.Typer(
+    name="toolbridge-dev-issuer",
+    help=_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """DEVELOPMENT ONLY: a local, Auth0-shaped identity provider that issues ToolBridge access
+    tokens (client credentials, or `mint` for a user). Never expose it or use it in production."""
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: object) -> IssuerSettings:
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        settings = load_issuer_settings(**given)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _key(settings: IssuerSettings) -> SigningKey:
+    try:
+        return load_or_create_signing_key(settings.state_dir)
+    except SigningKeyError as exc:
+        raise _fail(str(exc), 1) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default TOOLBRIDGE_DEV_ISSUER_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to bind (default TOOLBRIDGE_DEV_ISSUER_PORT).")
+    ] = None,
+) -> None:
+    """DEVELOPMENT ONLY: serve /oauth/token, the JWKS and discovery metadata with uvicorn;
+    settings from TOOLBRIDGE_DEV_ISSUER_* variables and .env.
+
+    The signing key is created in TOOLBRIDGE_DEV_ISSUER_STATE_DIR on first start and reused
+    afterwards, so tokens stay valid across restarts.
+    """
+    settings = _settings(host=host, port=port)
+    uvicorn.run(
+        create_app(settings, _key(settings)),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@app.command()
+def mint(
+    sub: Annotated[str, typer.Option(help="The user the token is for (its sub claim).")],
+    audience: Annotated[
+        str | None,
+        typer.Option(help="One of TOOLBRIDGE_DEV_ISSUER_AUDIENCES (default: the first)."),
+    ] = None,
+    lifetime: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_TOKEN_LIFETIME_SECONDS,
+            help="Seconds until it expires (default TOOLBRIDGE_DEV_ISSUER_TOKEN_LIFETIME_SECONDS).",
+        ),
+    ] = None,
+    scope: Annotated[str | None, typer.Option(help="Space-separated scopes to include.")] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print token, sub, aud and expires_at as JSON.")
+    ] = False,
+) -> None:
+    """DEVELOPMENT ONLY: print a user's access token signed with the issuer's key (created if
+    absent), for trying the API or the MCP server's per-user mode as that user."""
+    settings = _settings()
+    if not sub.strip():
+        raise _fail("--sub must not be empty", 2)
+    chosen = audience or settings.default_audience
+    if chosen not in settings.audiences:
+        raise _fail(
+            f"audience {chosen} is not registered; use one of {', '.join(settings.audiences)} "
+            f"or add it to {env_name('audiences')}",
+            2,
+        )
+    minted = mint_user_token(
+        _key(settings),
+        issuer=settings.issuer_url,
+        subject=sub,
+        audience=chosen,
+        lifetime_seconds=lifetime or settings.token_lifetime_seconds,
+        scope=scope,
+    )
+    if not json_output:
+        typer.echo(minted.token)
+        return
+    expires_at = datetime.fromtimestamp(minted.expires_at, UTC)
+    report = {
+        "token": minted.token,
+        "sub": sub,
+        "aud": chosen,
+        "expires_at": expires_at.isoformat().replace("+00:00", "Z"),
+    }
+    typer.echo(json.dumps(report))

@@ -1,0 +1,159 @@
+"""Settings of the DEVELOPMENT ONLY issuer, from ``TOOLBRIDGE_DEV_ISSUER_*`` variables and ``.env``.
+
+Every problem names the environment variable to fix and no secret value ever appears in an
+error: pydantic's own messages echo inputs, so :func:`load_issuer_settings` rewrites them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+ENV_PREFIX = "TOOLBRIDGE_DEV_ISSUER_"
+DEFAULT_AUDIENCE = "https://api.toolbridge.local"
+MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
+
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
+
+_SETTINGS_FIELD = re.compile(r'field "(\w+)"')
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the variables to fix."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a settings field."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether only this machine can reach ``host``.
+
+    The same check as ``toolbridge_mcp.config.is_loopback_host``, which cannot be imported
+    here without loading the MCP server (seconds of start-up for every ``mint``).
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class IssuerSettings(BaseSettings):
+    """Configuration of the development issuer.
+
+    ``issuer_url`` is left empty to mean ``http://{host}:{port}/``; after validation it always
+    holds the URL tokens carry as ``iss`` (with Auth0's trailing slash).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=1, le=65535)
+    allow_remote: bool = Field(
+        default=False, description="Bind a non-loopback host; it hands out tokens to anyone."
+    )
+    issuer_url: str = Field(default="", description="Default http://{host}:{port}/")
+    state_dir: Path = Path(".toolbridge/issuer")
+    token_lifetime_seconds: int = Field(default=3600, ge=1, le=MAX_TOKEN_LIFETIME_SECONDS)
+    audiences: list[str] = Field(default_factory=lambda: [DEFAULT_AUDIENCE], min_length=1)
+    clients: dict[str, SecretStr] = Field(
+        default_factory=dict, description='JSON object: {"client-id": "client-secret"}'
+    )
+    log_level: LogLevel = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("issuer_url")
+    @classmethod
+    def _check_issuer_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"must not have a query or fragment, got {value!r}")
+        return value
+
+    @field_validator("audiences")
+    @classmethod
+    def _check_audiences(cls, value: list[str]) -> list[str]:
+        if any(not audience.strip() for audience in value):
+            raise ValueError("must not contain an empty audience")
+        return value
+
+    @field_validator("clients")
+    @classmethod
+    def _check_clients(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for client_id, secret in value.items():
+            if not client_id.strip():
+                raise ValueError("a client id is empty")
+            if not secret.get_secret_value():
+                raise ValueError(f"client {client_id!r} has an empty secret")
+        return value
+
+    @model_validator(mode="after")
+    def _check_host(self) -> IssuerSettings:
+        if not is_loopback_host(self.host) and not self.allow_remote:
+            raise ValueError(
+                f"{env_name('host')}={self.host} is not a loopback address; this DEVELOPMENT "
+                "ONLY issuer hands out tokens to anyone who knows a client secret. Bind "
+                f"127.0.0.1, or set {env_name('allow_remote')}=true if others must reach it "
+                "(e.g. from containers)"
+            )
+        if not self.issuer_url:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            self.issuer_url = f"http://{host}:{self.port}/"
+        return self
+
+    @property
+    def default_audience(self) -> str:
+        """The audience of tokens whose request names none."""
+        return self.audiences[0]
+
+    def endpoint(self, path: str) -> str:
+        """An absolute URL of this issuer, e.g. ``endpoint("/oauth/token")``."""
+        return self.issuer_url.rstrip("/") + path
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{env_name(loc[0])}: {message}" if loc else message
+
+
+def load_issuer_settings(**overrides: Any) -> IssuerSettings:
+    """Read the settings, turning validation failures into one :class:`ConfigError` that
+    lists each variable to fix and never echoes a value."""
+    try:
+        return IssuerSettings(**overrides)
+    except SettingsError as exc:
+        # Raised before validation when a variable is not the JSON its field needs.
+        match = _SETTINGS_FIELD.search(str(exc))
+        name = env_name(match.group(1)) if match else f"a {ENV_PREFIX}* variable"
+        example = ' (e.g. {"my-client": "my-secret"})' if name == env_name("clients") else ""
+        raise ConfigError(f"Invalid configuration:\n  - {name}: not valid JSON{example}") from None
+    except ValidationError as exc:
+        problems = [
+            _describe(dict(error)) for error in exc.errors(include_input=False, include_url=False)
+        ]
+        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems)) from None

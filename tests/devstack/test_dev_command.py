@@ -245,7 +245,7 @@ async def test_dev_serves_tools_across_token_refreshes_and_stops_cleanly(
     refresh_lines = [line for line in dev.lines if REFRESHED in line]
     assert all(line.startswith("mcp    | ") for line in refresh_lines)
     assert all("valid for 3s" in line for line in refresh_lines), refresh_lines
-    assert any("[3/3] MCP server" in line and dev.mcp_url in line for line in dev.lines)
+    assert any("MCP server ready" in line and dev.mcp_url in line for line in dev.lines)
 
     assert dev.stop(signal.SIGINT) == 0
     assert "Stopped: MCP server, API, dev issuer" in dev.text
@@ -336,6 +336,7 @@ def test_a_component_that_fails_to_start_stops_the_stack_and_shows_why(
     assert dev.wait() == 1
     assert "the dev issuer exited with code" in dev.text
     assert "signing-key.pem" in dev.text
-    assert "[1/3]" not in dev.text  # the API and the MCP server never started
+    assert "MCP server ready" not in dev.text
+    assert "Stopped: MCP server, API, dev issuer" in dev.text
     assert key.read_text() == "not a key"
     assert all(_port_is_free(port) for port in dev.ports)

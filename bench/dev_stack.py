@@ -118,7 +118,8 @@ def report(runs: list[Run]) -> None:
         print(f"  ready after: {ready}; stack up {run.up:.1f} s")
         print(f"  first tool call (create_note) {run.first_call * 1000:.1f} ms")
         print(
-            f"  get_note for {CALL_SECONDS:g} s with {TOKEN_LIFETIME} s tokens: {len(ms)} calls, "
+            f"  get_note at {1 / CALL_INTERVAL:g}/s for {CALL_SECONDS:g} s, {TOKEN_LIFETIME} s "
+            f"tokens: {len(ms)} calls, "
             f"{run.failures} failed, {run.refreshes} token refreshes, "
             f"p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms"
         )

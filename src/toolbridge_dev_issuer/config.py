@@ -6,20 +6,19 @@ error: pydantic's own messages echo inputs, so :func:`load_issuer_settings` rewr
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from toolbridge_mcp.config import LogLevel, is_loopback_host
+
 ENV_PREFIX = "TOOLBRIDGE_DEV_ISSUER_"
 DEFAULT_AUDIENCE = "https://api.toolbridge.local"
 MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
-
-LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
 _SETTINGS_FIELD = re.compile(r'field "(\w+)"')
 
@@ -31,20 +30,6 @@ class ConfigError(ValueError):
 def env_name(field: str) -> str:
     """The environment variable that sets a settings field."""
     return f"{ENV_PREFIX}{field.upper()}"
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether only this machine can reach ``host``.
-
-    The same check as ``toolbridge_mcp.config.is_loopback_host``, which cannot be imported
-    here without loading the MCP server (seconds of start-up for every ``mint``).
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class IssuerSettings(BaseSettings):

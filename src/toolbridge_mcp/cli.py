@@ -196,6 +196,14 @@ def dev(
     seed_demo: Annotated[
         bool, typer.Option("--seed-demo", help="Add a few demo notes and tasks (once).")
     ] = False,
+    per_user: Annotated[
+        bool,
+        typer.Option(
+            "--per-user",
+            help="Per-user OAuth: callers send their own dev-issuer token (toolbridge-dev-issuer "
+            "mint), which the MCP server verifies and forwards, instead of the server's own.",
+        ),
+    ] = False,
     startup_timeout: Annotated[
         float, typer.Option(help="Seconds each component may take to become ready.", min=1)
     ] = 30.0,
@@ -214,6 +222,7 @@ def dev(
         issuer_port=issuer_port,
         token_lifetime=token_lifetime,
         seed_demo=seed_demo,
+        per_user=per_user,
         startup_timeout=startup_timeout,
     )
     raise typer.Exit(run(options))

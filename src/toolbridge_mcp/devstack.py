@@ -32,6 +32,8 @@ HOST = "127.0.0.1"
 CLIENT_ID = "toolbridge-dev-mcp"
 TENANT_ID = "dev"
 AUDIENCE = "https://api.toolbridge.local"
+DEMO_USER = "alice"
+"""Whose demo data ``--seed-demo`` creates in per-user mode (the user the hint mints for)."""
 STOP_GRACE_SECONDS = 8.0
 _PR_SET_PDEATHSIG = 1
 
@@ -54,6 +56,7 @@ class DevOptions:
     issuer_port: int = 8090
     token_lifetime: int = 120
     seed_demo: bool = False
+    per_user: bool = False
     startup_timeout: float = 30.0
     log_level: str = "INFO"
 
@@ -147,21 +150,37 @@ def plan(options: DevOptions, state_dir: Path) -> list[Component]:
                 "TOOLBRIDGE_HOST": HOST,
                 "TOOLBRIDGE_PORT": str(options.mcp_port),
                 "TOOLBRIDGE_GO_API_BASE_URL": api,
-                "TOOLBRIDGE_AUTH0_CLIENT_ID": CLIENT_ID,
-                "TOOLBRIDGE_AUTH0_CLIENT_SECRET": client_secret,
-                "TOOLBRIDGE_AUTH0_TOKEN_URL": f"{issuer}/oauth/token",
-                "TOOLBRIDGE_AUTH0_AUDIENCE": AUDIENCE,
                 "TOOLBRIDGE_TENANT_ID": TENANT_ID,
                 "TOOLBRIDGE_TENANT_HEADER_SECRET": tenant_secret,
                 "TOOLBRIDGE_LOG_LEVEL": options.log_level,
-            },
+            }
+            | (_per_user_env(issuer) if options.per_user else _client_env(issuer, client_secret)),
             port=options.mcp_port,
             port_flag="--port",
             ready_url=f"http://{HOST}:{options.mcp_port}/healthz",
             show_url=options.mcp_url,
-            note="streamable HTTP, first token fetched",
+            note=(
+                "streamable HTTP, callers' tokens verified"
+                if options.per_user
+                else "streamable HTTP, first token fetched"
+            ),
         ),
     ]
+
+
+def _client_env(issuer: str, client_secret: str) -> dict[str, str]:
+    """The MCP server acts as one service identity, its tokens from the dev issuer."""
+    return {
+        "TOOLBRIDGE_AUTH0_CLIENT_ID": CLIENT_ID,
+        "TOOLBRIDGE_AUTH0_CLIENT_SECRET": client_secret,
+        "TOOLBRIDGE_AUTH0_TOKEN_URL": f"{issuer}/oauth/token",
+        "TOOLBRIDGE_AUTH0_AUDIENCE": AUDIENCE,
+    }
+
+
+def _per_user_env(issuer: str) -> dict[str, str]:
+    """Each MCP caller brings a dev-issuer token, verified by the MCP server and forwarded."""
+    return {"TOOLBRIDGE_OAUTH_ISSUER": f"{issuer}/", "TOOLBRIDGE_OAUTH_AUDIENCE": AUDIENCE}
 
 
 def check_ports(components: list[Component]) -> None:
@@ -252,7 +271,7 @@ class DevStack:
                     return 0
             if self.options.seed_demo:
                 try:
-                    self.say(await seed_demo(self.options.mcp_url))
+                    self.say(await seed_demo(self.options.mcp_url, self._demo_token()))
                 except Exception as exc:
                     raise DevStackError(f"demo data could not be created: {exc}") from None
             self.say(connect_instructions(self.options, self.state_dir))
@@ -327,6 +346,23 @@ class DevStack:
                 await asyncio.wait_for(self._stop.wait(), 0.1)
         return False
 
+    def _demo_token(self) -> str | None:
+        """Per-user mode: a short token for :data:`DEMO_USER`, signed with the issuer's key."""
+        if not self.options.per_user:
+            return None
+        from toolbridge_dev_issuer.keys import load_or_create_signing_key
+        from toolbridge_dev_issuer.tokens import mint_user_token
+
+        key = load_or_create_signing_key(self.state_dir / "issuer")
+        minted = mint_user_token(
+            key,
+            issuer=self.options.issuer_url,
+            subject=DEMO_USER,
+            audience=AUDIENCE,
+            lifetime_seconds=300,
+        )
+        return minted.token
+
     def _announce(self, child: _Child, seconds: float) -> None:
         self._ready += 1
         component = child.component
@@ -392,12 +428,12 @@ DEMO_TASKS = (
 )
 
 
-async def seed_demo(mcp_url: str) -> str:
-    """A few notes and tasks, created through the MCP server's own tools; left alone when the
-    database already has notes, so restarts do not pile up copies."""
+async def seed_demo(mcp_url: str, token: str | None = None) -> str:
+    """A few notes and tasks, created through the MCP server's own tools (as ``token``'s user
+    in per-user mode); left alone when there are notes already, so restarts add no copies."""
     from fastmcp import Client
 
-    async with Client(mcp_url) as client:
+    async with Client(mcp_url, auth=token) as client:
 
         async def call(tool: str, **arguments: Any) -> dict[str, Any]:
             result = await client.call_tool(tool, arguments)
@@ -416,27 +452,55 @@ async def seed_demo(mcp_url: str) -> str:
 
 
 def connect_instructions(options: DevOptions, state_dir: Path) -> str:
-    """What to do next: the URL, a Claude Desktop snippet, the Inspector command."""
-    remote = {"command": "npx", "args": ["-y", "mcp-remote", options.mcp_url]}
-    claude = json.dumps({"mcpServers": {"toolbridge-dev": remote}})
-    return "\n".join(
-        [
-            "",
-            f"ToolBridge dev stack is up. MCP server (streamable HTTP): {options.mcp_url}",
-            "",
+    """What to do next: the URL, a Claude Desktop snippet, the Inspector command; in per-user
+    mode, how to mint a user's token and send it."""
+    url = options.mcp_url
+    lines = ["", f"ToolBridge dev stack is up. MCP server (streamable HTTP): {url}", ""]
+    if options.per_user:
+        mint = f"{_issuer_env(options, state_dir)}uv run toolbridge-dev-issuer mint --sub alice"
+        remote = ["-y", "mcp-remote", url, "--header", "Authorization:${AUTH_HEADER}"]
+        lines += [
+            "  Per-user mode: every MCP request needs a user's token from the dev issuer"
+            + (f" (demo data belongs to {DEMO_USER}):" if options.seed_demo else ":"),
+            f"                  TOKEN=$({mint})",
             "  MCP Inspector:  npx @modelcontextprotocol/inspector",
-            f"                  then Transport 'Streamable HTTP', URL {options.mcp_url}",
-            "  Claude Desktop: add to claude_desktop_config.json:",
-            f"                  {claude}",
-            "  A user token for the API (per-user testing):",
-            f"                  TOOLBRIDGE_DEV_ISSUER_STATE_DIR={state_dir / 'issuer'} "
-            f"TOOLBRIDGE_DEV_ISSUER_PORT={options.issuer_port} "
-            f"toolbridge-dev-issuer mint --sub alice --audience {AUDIENCE}",
-            "",
-            f"Access tokens last {options.token_lifetime} s; the MCP server refreshes them ahead "
-            "of expiry (log lines 'Access token refreshed'). Ctrl-C stops everything.",
+            f"                  Transport 'Streamable HTTP', URL {url}, "
+            "Authentication: Bearer $TOKEN",
         ]
-    )
+    else:
+        remote = ["-y", "mcp-remote", url]
+        lines += [
+            "  MCP Inspector:  npx @modelcontextprotocol/inspector",
+            f"                  then Transport 'Streamable HTTP', URL {url}",
+        ]
+    server: dict[str, Any] = {"command": "npx", "args": remote}
+    if options.per_user:
+        server["env"] = {"AUTH_HEADER": "Bearer <the minted token>"}
+    lines += [
+        "  Claude Desktop: add to claude_desktop_config.json:",
+        f"                  {json.dumps({'mcpServers': {'toolbridge-dev': server}})}",
+        "",
+        (
+            "Tokens last as long as minted (--lifetime). "
+            if options.per_user
+            else f"Access tokens last {options.token_lifetime} s; the MCP server refreshes them "
+            "ahead of expiry (log lines 'Access token refreshed'). "
+        )
+        + "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def _issuer_env(options: DevOptions, state_dir: Path) -> str:
+    """The variables ``toolbridge-dev-issuer mint`` needs to use this stack's key and
+    issuer URL, run from the current folder; none with the defaults."""
+    env: list[str] = []
+    key_dir = state_dir / "issuer"
+    if key_dir != (Path.cwd() / ".toolbridge" / "issuer").resolve():
+        env.append(f"TOOLBRIDGE_DEV_ISSUER_STATE_DIR={key_dir}")
+    if options.issuer_port != DevOptions.issuer_port:
+        env.append(f"TOOLBRIDGE_DEV_ISSUER_PORT={options.issuer_port}")
+    return "".join(f"{item} " for item in env)
 
 
 def run(options: DevOptions, out: TextIO | None = None) -> int:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
+import httpx
 import pytest
 from fastmcp import Client
 
@@ -340,3 +341,44 @@ def test_a_component_that_fails_to_start_stops_the_stack_and_shows_why(
     assert "Stopped: MCP server, API, dev issuer" in dev.text
     assert key.read_text() == "not a key"
     assert all(_port_is_free(port) for port in dev.ports)
+
+
+async def test_per_user_mode_serves_each_user_their_own_data(
+    tmp_path: Path, dev_command: list[DevCommand]
+) -> None:
+    dev = DevCommand(tmp_path, "--per-user", "--seed-demo").start()
+    dev_command.append(dev)
+    dev.wait_up()
+    assert "Demo data: added 3 notes and 3 tasks" in dev.text
+    # The printed hint, run as a user would paste it (bob instead of alice).
+    hint = next(line for line in dev.lines if "TOKEN=$(" in line)
+    mint = hint.split("TOKEN=$(", 1)[1].rsplit(")", 1)[0]
+    mint = mint.replace("uv run ", "").replace("--sub alice", "--sub {}")
+
+    def token_for(user: str) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        done = subprocess.run(  # noqa: S603 - the hint the dev command printed
+            ["bash", "-c", mint.format(user)],  # noqa: S607
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    async with Client(dev.mcp_url, auth=token_for("bob")) as bob:
+        assert (await _ok(bob, "list_notes"))["items"] == []
+        mine = await _ok(bob, "create_note", title="bob's")
+    async with Client(dev.mcp_url, auth=token_for("alice")) as alice:
+        titles = {n["payload"]["title"] for n in (await _ok(alice, "list_notes"))["items"]}
+    assert "Welcome to ToolBridge" in titles
+    assert mine["payload"]["title"] not in titles
+
+    async with httpx.AsyncClient() as http:
+        anonymous = await http.post(dev.mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert anonymous.status_code == 401
+    assert "resource_metadata=" in anonymous.headers["www-authenticate"]
+    assert dev.stop() == 0

@@ -260,7 +260,14 @@ class DevStack:
     async def run(self) -> int:
         """Start, serve, stop; the exit code is 0 after a requested stop."""
         check_ports(self.components)
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DevStackError(
+                f"cannot use {self.state_dir} as the state folder ({exc.strerror or exc}): "
+                "pass --state-dir <a folder you can write to>",
+                exit_code=2,
+            ) from None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._stop.set)

@@ -382,3 +382,18 @@ async def test_per_user_mode_serves_each_user_their_own_data(
     assert anonymous.status_code == 401
     assert "resource_metadata=" in anonymous.headers["www-authenticate"]
     assert dev.stop() == 0
+
+
+@pytest.mark.parametrize("state_dir", ["a-file", "a-file/below"], ids=["file", "below a file"])
+def test_an_unusable_state_dir_is_named_with_the_flag(
+    tmp_path: Path, state_dir: str, dev_command: list[DevCommand]
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    dev = DevCommand(tmp_path, "--state-dir", state_dir).start()
+    dev_command.append(dev)
+    assert dev.wait() == 2
+    assert f"cannot use {tmp_path / state_dir} as the state folder" in dev.text
+    assert "pass --state-dir <a folder you can write to>" in dev.text
+    assert "Traceback" not in dev.text
+    assert "pid " not in dev.text  # nothing was started
+

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from toolbridge_dev_issuer.config import MAX_TOKEN_LIFETIME_SECONDS
 from toolbridge_mcp.auth.oauth import TokenError, unverified_claims
 from toolbridge_mcp.auth.token_manager import TokenManager
 from toolbridge_mcp.config import ConfigError, Settings, env_name, load_settings
@@ -188,7 +189,11 @@ def dev(
     ] = 8090,
     token_lifetime: Annotated[
         int,
-        typer.Option(help="Access-token lifetime in seconds; short, so refreshes show.", min=1),
+        typer.Option(
+            help="Access-token lifetime in seconds; short, so refreshes show.",
+            min=1,
+            max=MAX_TOKEN_LIFETIME_SECONDS,
+        ),
     ] = 120,
     state_dir: Annotated[
         Path, typer.Option(help="Where the SQLite database and the issuer's key are kept.")

@@ -397,3 +397,20 @@ def test_an_unusable_state_dir_is_named_with_the_flag(
     assert "Traceback" not in dev.text
     assert "pid " not in dev.text  # nothing was started
 
+
+@pytest.mark.parametrize("lifetime", ["0", str(30 * 24 * 3600 + 1)])
+def test_a_token_lifetime_the_issuer_refuses_is_named_before_starting(
+    tmp_path: Path, lifetime: str
+) -> None:
+    done = subprocess.run(  # noqa: S603 - our own console script
+        [COMMAND, "dev", "--token-lifetime", lifetime],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--token-lifetime" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""

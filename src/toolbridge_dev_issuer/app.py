@@ -99,14 +99,14 @@ class _Issuer:
         if problem is not None:
             return error_response(400, "invalid_request", problem)
         grant_type = form.get("grant_type")
+        if not grant_type:
+            return error_response(400, "invalid_request", "Missing required parameter: grant_type")
         if grant_type != "client_credentials":
-            described = (
-                "Missing grant_type"
-                if grant_type is None
-                else f"Unsupported grant type: {_shown(grant_type)}"
-            )
             return error_response(
-                400, "unsupported_grant_type", f"{described} (only client_credentials is supported)"
+                400,
+                "unsupported_grant_type",
+                f"Unsupported grant type: {_shown(grant_type)} "
+                "(only client_credentials is supported)",
             )
         refusal = self._authenticate(credentials)
         if refusal is not None:

@@ -171,8 +171,15 @@ ERRORS: list[tuple[str, dict[str, Any], int, str, str]] = [
         "no grant_type",
         {"data": POST_AUTH},
         400,
-        "unsupported_grant_type",
-        "Missing grant_type (only client_credentials is supported)",
+        "invalid_request",
+        "Missing required parameter: grant_type",
+    ),
+    (
+        "empty grant_type",
+        {"data": {**POST_AUTH, "grant_type": ""}},
+        400,
+        "invalid_request",
+        "Missing required parameter: grant_type",
     ),
     (
         "password grant",

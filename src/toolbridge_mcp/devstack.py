@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import secrets
+import shlex
 import signal
 import socket
 import sys
@@ -500,14 +501,14 @@ def connect_instructions(options: DevOptions, state_dir: Path) -> str:
 
 def _issuer_env(options: DevOptions, state_dir: Path) -> str:
     """The variables ``toolbridge-dev-issuer mint`` needs to use this stack's key and
-    issuer URL, run from the current folder; none with the defaults."""
+    issuer URL, run from the current folder, quoted for the shell; none with the defaults."""
     env: list[str] = []
     key_dir = state_dir / "issuer"
     if key_dir != (Path.cwd() / ".toolbridge" / "issuer").resolve():
         env.append(f"TOOLBRIDGE_DEV_ISSUER_STATE_DIR={key_dir}")
     if options.issuer_port != DevOptions.issuer_port:
         env.append(f"TOOLBRIDGE_DEV_ISSUER_PORT={options.issuer_port}")
-    return "".join(f"{item} " for item in env)
+    return "".join(f"{shlex.quote(item)} " for item in env)
 
 
 def run(options: DevOptions, out: TextIO | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import pytest
 from fastmcp import Client
 
 from tests.mcp.conftest import result_text
+from toolbridge_mcp.devstack import DevOptions, connect_instructions
 
 COMMAND = str(Path(sys.executable).parent / "toolbridge-mcp")
 README_COMMAND = str(Path(__file__).parents[2] / "scripts" / "dev.sh")
@@ -414,3 +416,20 @@ def test_a_token_lifetime_the_issuer_refuses_is_named_before_starting(
     assert "--token-lifetime" in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def test_the_printed_mint_command_keeps_a_state_dir_with_spaces_whole(tmp_path: Path) -> None:
+    state_dir = tmp_path / "my state's"
+    text = connect_instructions(DevOptions(per_user=True, issuer_port=9999), state_dir)
+    hint = next(line for line in text.splitlines() if "TOKEN=$(" in line)
+    command = hint.split("TOKEN=$(", 1)[1].rsplit(")", 1)[0]
+    assert shlex.split(command) == [
+        f"TOOLBRIDGE_DEV_ISSUER_STATE_DIR={state_dir / 'issuer'}",
+        "TOOLBRIDGE_DEV_ISSUER_PORT=9999",
+        "uv",
+        "run",
+        "toolbridge-dev-issuer",
+        "mint",
+        "--sub",
+        "alice",
+    ]

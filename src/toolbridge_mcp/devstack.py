@@ -23,6 +23,7 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -210,6 +211,37 @@ def check_ports(components: list[Component]) -> None:
                 ) from None
 
 
+def call_on_stop_signals(
+    loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
+) -> Callable[[], None]:
+    """Have Ctrl-C and SIGTERM call ``callback`` on ``loop``; returns what undoes that.
+
+    Windows event loops lack ``add_signal_handler``; there a plain signal handler hands the
+    signal to the loop instead, so the stack still starts and stops in order.
+    """
+    signums = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for signum in signums:
+            loop.add_signal_handler(signum, callback)
+    except NotImplementedError:
+        previous = {
+            signum: signal.signal(signum, lambda *_: loop.call_soon_threadsafe(callback))
+            for signum in signums
+        }
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
+
+    def remove() -> None:
+        for signum in signums:
+            loop.remove_signal_handler(signum)
+
+    return remove
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     """Linux: the child gets SIGTERM if the supervisor dies without cleaning up (SIGKILL)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -269,9 +301,7 @@ class DevStack:
                 "pass --state-dir <a folder you can write to>",
                 exit_code=2,
             ) from None
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._stop.set)
+        restore_signals = call_on_stop_signals(asyncio.get_running_loop(), self._stop.set)
         self.say(f"Starting the ToolBridge dev stack (development only), state in {self.state_dir}")
         try:
             async with httpx.AsyncClient(timeout=2.0) as http:
@@ -287,8 +317,7 @@ class DevStack:
             return 0
         finally:
             await self._shutdown()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+            restore_signals()
 
     async def _start_all(self, http: httpx.AsyncClient) -> bool:
         """Start every component at once and wait until all are ready (False: a stop was

@@ -7,6 +7,7 @@ must leave no process behind and every port free.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import pytest
 from fastmcp import Client
 
 from tests.mcp.conftest import result_text
-from toolbridge_mcp.devstack import DevOptions, connect_instructions
+from toolbridge_mcp.devstack import DevOptions, call_on_stop_signals, connect_instructions
 
 COMMAND = str(Path(sys.executable).parent / "toolbridge-mcp")
 README_COMMAND = str(Path(__file__).parents[2] / "scripts" / "dev.sh")
@@ -433,3 +434,25 @@ def test_the_printed_mint_command_keeps_a_state_dir_with_spaces_whole(tmp_path: 
         "--sub",
         "alice",
     ]
+
+
+async def test_stop_signals_reach_the_loop_where_it_has_no_signal_handlers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows event loops raise NotImplementedError from add_signal_handler (simulated)."""
+    loop = asyncio.get_running_loop()
+
+    def unsupported(*args: object) -> None:
+        raise NotImplementedError
+
+    monkeypatch.setattr(loop, "add_signal_handler", unsupported)
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in before:
+        stopped = asyncio.Event()
+        restore = call_on_stop_signals(loop, stopped.set)
+        try:
+            signal.raise_signal(signum)
+            await asyncio.wait_for(stopped.wait(), 10)
+        finally:
+            restore()
+    assert {signum: signal.getsignal(signum) for signum in before} == before

@@ -31,6 +31,7 @@ from toolbridge_mcp.config import Settings
 GRANT = {"grant_type": "client_credentials"}
 POST_AUTH = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
 REALM = 'Basic realm="toolbridge-dev-issuer"'
+LONG_AUDIENCE = "https://" + "a" * 300 + ".example"
 
 
 def basic(client_id: str, secret: str) -> dict[str, str]:
@@ -243,6 +244,20 @@ ERRORS: list[tuple[str, dict[str, Any], int, str, str]] = [
         400,
         "invalid_target",
         "resource must be an absolute URI without a fragment: api.toolbridge.local",
+    ),
+    (
+        "resource with a fragment",
+        {"data": {**GRANT, **POST_AUTH, "resource": f"{AUDIENCE}#notes"}},
+        400,
+        "invalid_target",
+        f"resource must be an absolute URI without a fragment: {AUDIENCE}#notes",
+    ),
+    (
+        "long audience, shortened in the answer",
+        {"data": {**GRANT, **POST_AUTH, "audience": LONG_AUDIENCE}},
+        403,
+        "access_denied",
+        f"Service not enabled within domain: {LONG_AUDIENCE[:100]}…",
     ),
     (
         "audience and resource differ",

@@ -456,3 +456,34 @@ async def test_stop_signals_reach_the_loop_where_it_has_no_signal_handlers(
         finally:
             restore()
     assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a reaper (orphans are reaped by whoever adopts them)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the children's death signal is Linux only")
+def test_children_stop_when_the_supervisor_is_killed(
+    tmp_path: Path, dev_command: list[DevCommand]
+) -> None:
+    dev = DevCommand(tmp_path).start()
+    dev_command.append(dev)
+    dev.wait_up()
+    pids = dev.pids()
+    try:
+        # Each child leads its own session, so a terminal's Ctrl-C reaches only the supervisor.
+        assert [os.getsid(pid) for pid in pids] == pids
+        dev.kill()  # SIGKILL: no chance to stop them itself
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in pids if _running(pid)] == []
+        assert all(_port_is_free(port) for port in dev.ports)
+    finally:
+        for pid in filter(_running, pids):  # a failure here must not leave them running
+            os.kill(pid, signal.SIGKILL)

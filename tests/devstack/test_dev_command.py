@@ -228,7 +228,11 @@ async def test_dev_serves_tools_across_token_refreshes_and_stops_cleanly(
 ) -> None:
     # A real Auth0 setup in the caller's shell and .env must not leak into the dev stack.
     (tmp_path / ".env").write_text("TOOLBRIDGE_OAUTH_ISSUER=https://not-this.example/\n")
-    shell = {"TOOLBRIDGE_AUTH0_DOMAIN": "tenant.example.com", "TOOLBRIDGE_JWT_TOKEN": "stale"}
+    shell = {
+        "TOOLBRIDGE_AUTH0_DOMAIN": "tenant.example.com",
+        "TOOLBRIDGE_JWT_TOKEN": "stale",
+        "TOOLBRIDGE_OAUTH_AUDIENCE": "https://not-this.example",
+    }
     dev = DevCommand(tmp_path, "--token-lifetime", "3", env=shell).start()
     dev_command.append(dev)
     dev.wait_up()
@@ -253,6 +257,9 @@ async def test_dev_serves_tools_across_token_refreshes_and_stops_cleanly(
 
     assert dev.stop(signal.SIGINT) == 0
     assert "Stopped: MCP server, API, dev issuer" in dev.text
+    stopping = dev.lines[dev.lines.index("Stopping the dev stack ...") :]
+    said = [line.split(" | ", 1)[0].strip() for line in stopping if " | " in line]
+    assert said == sorted(said, key=["mcp", "api", "issuer"].index), "stopped out of order"
     assert [pid for pid in pids if _alive(pid)] == []
     assert all(_port_is_free(port) for port in dev.ports)
     output = dev.text

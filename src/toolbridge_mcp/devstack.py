@@ -197,18 +197,26 @@ def check_ports(components: list[Component]) -> None:
                 f"{component.port_flag})",
                 exit_code=2,
             )
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            # As uvicorn binds: a port in TIME_WAIT is free, one with a listener is not.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((HOST, component.port))
-            except OSError as exc:
-                reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"({exc})"
-                raise DevStackError(
-                    f"port {component.port} for the {component.title} on {HOST} {reason}: stop "
-                    f"what uses it or pass {component.port_flag} <free port>",
-                    exit_code=2,
-                ) from None
+        problem = port_problem(component)
+        if problem is not None:
+            raise problem
+
+
+def port_problem(component: Component) -> DevStackError | None:
+    """The error to report if ``component``'s port cannot be bound now, naming its flag."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: a port in TIME_WAIT is free, one with a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, component.port))
+        except OSError as exc:
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"({exc})"
+            return DevStackError(
+                f"port {component.port} for the {component.title} on {HOST} {reason}: stop "
+                f"what uses it or pass {component.port_flag} <free port>",
+                exit_code=2,
+            )
+    return None
 
 
 def call_on_stop_signals(
@@ -369,7 +377,10 @@ class DevStack:
         while not self._stop.is_set():
             if child.process.returncode is not None:
                 await self._drained(child)
-                raise child.failure(f"exited with code {child.process.returncode} while starting")
+                # Taken since check_ports looked: say which flag moves it, as check_ports does.
+                raise port_problem(child.component) or child.failure(
+                    f"exited with code {child.process.returncode} while starting"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if _ready(await http.get(child.component.ready_url)):
                     self._announce(child, time.monotonic() - started)

@@ -8,6 +8,7 @@ must leave no process behind and every port free.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import pytest
 from fastmcp import Client
 
 from tests.mcp.conftest import result_text
+from toolbridge_mcp import devstack
 from toolbridge_mcp.devstack import DevOptions, call_on_stop_signals, connect_instructions
 
 COMMAND = str(Path(sys.executable).parent / "toolbridge-mcp")
@@ -494,3 +496,25 @@ def test_children_stop_when_the_supervisor_is_killed(
     finally:
         for pid in filter(_running, pids):  # a failure here must not leave them running
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_port_taken_after_the_check_is_named_with_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another program binds the issuer's port between the check and the issuer's own bind
+    (the race forced by skipping the check)."""
+    monkeypatch.setattr(devstack, "check_ports", lambda components: None)
+    mcp_port, api_port, issuer_port = _free_ports(3)
+    options = DevOptions(
+        state_dir=tmp_path / "state", mcp_port=mcp_port, api_port=api_port, issuer_port=issuer_port
+    )
+    out = io.StringIO()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", issuer_port))
+        holder.listen()
+        assert devstack.run(options, out) == 2
+    error = capsys.readouterr().err
+    assert f"port {issuer_port} for the dev issuer on 127.0.0.1 is already in use" in error
+    assert "pass --issuer-port <free port>" in error
+    assert "Stopped: MCP server, API, dev issuer" in out.getvalue()
+    assert all(_port_is_free(port) for port in (mcp_port, api_port, issuer_port))

@@ -222,12 +222,17 @@ def port_problem(component: Component) -> DevStackError | None:
 def call_on_stop_signals(
     loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
 ) -> Callable[[], None]:
-    """Have Ctrl-C and SIGTERM call ``callback`` on ``loop``; returns what undoes that.
+    """Have Ctrl-C, SIGTERM and (where it exists) SIGHUP call ``callback`` on ``loop``;
+    returns what undoes that. SIGHUP is the closed terminal: the children, in their own
+    sessions, never see it, so without this they would outlive the window on macOS. An
+    ignored SIGHUP (``nohup``) stays ignored.
 
     Windows event loops lack ``add_signal_handler``; there a plain signal handler hands the
     signal to the loop instead, so the stack still starts and stops in order.
     """
-    signums = (signal.SIGINT, signal.SIGTERM)
+    signums = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signums.append(signal.SIGHUP)
     try:
         for signum in signums:
             loop.add_signal_handler(signum, callback)
@@ -284,7 +289,7 @@ class _Child:
 
 
 class DevStack:
-    """Runs the components until Ctrl-C or SIGTERM, or until one of them fails."""
+    """Runs the components until Ctrl-C, SIGTERM or SIGHUP, or until one of them fails."""
 
     def __init__(self, options: DevOptions, out: TextIO | None = None) -> None:
         self.options = options

@@ -518,3 +518,30 @@ def test_a_port_taken_after_the_check_is_named_with_the_flag(
     assert "pass --issuer-port <free port>" in error
     assert "Stopped: MCP server, API, dev issuer" in out.getvalue()
     assert all(_port_is_free(port) for port in (mcp_port, api_port, issuer_port))
+
+
+def test_a_closed_terminal_sighup_stops_everything_cleanly(
+    tmp_path: Path, dev_command: list[DevCommand]
+) -> None:
+    dev = DevCommand(tmp_path).start()
+    dev_command.append(dev)
+    dev.wait_up()
+    pids = dev.pids()
+    assert dev.stop(signal.SIGHUP) == 0
+    assert "Stopped: MCP server, API, dev issuer" in dev.text
+    assert [pid for pid in pids if _alive(pid)] == []
+    assert all(_port_is_free(port) for port in dev.ports)
+
+
+async def test_an_ignored_sighup_stays_ignored() -> None:
+    """Under ``nohup`` a closed terminal must not stop the stack."""
+    loop = asyncio.get_running_loop()
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        restore = call_on_stop_signals(loop, lambda: None)
+        try:
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        finally:
+            restore()
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -99,13 +99,13 @@ def load_or_create_signing_key(state_dir: Path) -> SigningKey:
     private key; the file is then left as it is, since it may be a key someone still needs.
     """
     path = key_path(state_dir)
-    if not path.exists():
-        try:
+    try:
+        if not path.exists():  # raises too, e.g. in a folder of another user
             _create(path)
-        except OSError as exc:
-            raise SigningKeyError(
-                f"cannot create the signing key {path}: {exc.strerror or type(exc).__name__}"
-            ) from None
+    except OSError as exc:
+        raise SigningKeyError(
+            f"cannot create the signing key {path}: {exc.strerror or type(exc).__name__}"
+        ) from None
     return _load(path)
 
 

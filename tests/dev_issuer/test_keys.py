@@ -3,6 +3,7 @@ with the same kid, and never overwritten when it cannot be read."""
 
 from __future__ import annotations
 
+import errno
 import stat
 import threading
 from pathlib import Path
@@ -121,3 +122,19 @@ def test_state_dir_that_is_a_file_is_an_error_naming_the_key(tmp_path: Path) -> 
     blocker.write_text("not a directory")
     with pytest.raises(SigningKeyError, match=r"cannot create the signing key .*signing-key\.pem"):
         load_or_create_signing_key(blocker)
+
+
+def test_a_state_dir_that_cannot_be_searched_is_an_error_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder of another user (e.g. made by a run with sudo): stat fails with EACCES, which
+    root, running these tests, never sees; injected."""
+
+    def denied(self: Path, **kwargs: object) -> bool:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "exists", denied)
+    with pytest.raises(
+        SigningKeyError, match=r"cannot create the signing key .*: Permission denied"
+    ):
+        load_or_create_signing_key(tmp_path / "theirs")

@@ -545,3 +545,27 @@ async def test_an_ignored_sighup_stays_ignored() -> None:
             restore()
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+async def test_an_mcp_server_without_a_token_is_not_reported_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its /healthz answers 200 "degraded" while the issuer refuses it (a wrong secret, injected):
+    the stack must fail to start rather than print connect instructions."""
+    wired = devstack._client_env
+    monkeypatch.setattr(devstack, "_client_env", lambda issuer, secret: wired(issuer, "wrong"))
+    mcp_port, api_port, issuer_port = _free_ports(3)
+    options = DevOptions(
+        state_dir=tmp_path / "state",
+        mcp_port=mcp_port,
+        api_port=api_port,
+        issuer_port=issuer_port,
+        startup_timeout=10,
+    )
+    out = io.StringIO()
+    with pytest.raises(devstack.DevStackError) as caught:
+        await asyncio.wait_for(devstack.DevStack(options, out).run(), 60)
+    healthz = f"http://127.0.0.1:{mcp_port}/healthz"
+    assert f"the MCP server was not ready at {healthz} within 10 s" in str(caught.value)
+    assert "ToolBridge dev stack is up" not in out.getvalue()
+    assert "Stopped: MCP server, API, dev issuer" in out.getvalue()

@@ -151,7 +151,14 @@ class _Issuer:
                 {"WWW-Authenticate": _REALM},
             )
         if not credentials.client_id:
-            return error_response(400, "invalid_request", "Missing client_id")
+            # RFC 6749 §5.2: no client authentication included is invalid_client too.
+            logger.warning("Refused client authentication: none included")
+            return error_response(
+                401,
+                "invalid_client",
+                "No client authentication included: send client_id and client_secret, or "
+                "HTTP Basic",
+            )
         expected = self.settings.clients.get(credentials.client_id)
         secret = credentials.secret
         if (

@@ -255,10 +255,18 @@ def call_on_stop_signals(
     return remove
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Linux: the child gets SIGTERM if the supervisor dies without cleaning up (SIGKILL)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _death_signal_setter() -> Callable[[], None] | None:
+    """Linux: a ``preexec_fn`` that has the child get SIGTERM if the supervisor dies without
+    cleaning up (SIGKILL). ``prctl`` is looked up here, before forking, so the child only
+    calls it (no library loading between fork and exec while other threads exist)."""
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_death_signal() -> None:  # pragma: no cover - runs in the forked child
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return set_death_signal
 
 
 def _ready(response: httpx.Response) -> bool:
@@ -358,7 +366,7 @@ class DevStack:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_death_signal_setter(),
         )
         child = _Child(component, process)
         child.pump = asyncio.create_task(self._pump(child))
@@ -510,7 +518,7 @@ def connect_instructions(options: DevOptions, state_dir: Path) -> str:
     url = options.mcp_url
     lines = ["", f"ToolBridge dev stack is up. MCP server (streamable HTTP): {url}", ""]
     if options.per_user:
-        mint = f"{_issuer_env(options, state_dir)}uv run toolbridge-dev-issuer mint --sub alice"
+        mint = mint_command(options, state_dir)
         remote = ["-y", "mcp-remote", url, "--header", "Authorization:${AUTH_HEADER}"]
         lines += [
             "  Per-user mode: every MCP request needs a user's token from the dev issuer"
@@ -544,16 +552,15 @@ def connect_instructions(options: DevOptions, state_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _issuer_env(options: DevOptions, state_dir: Path) -> str:
-    """The variables ``toolbridge-dev-issuer mint`` needs to use this stack's key and
-    issuer URL, run from the current folder, quoted for the shell; none with the defaults."""
-    env: list[str] = []
-    key_dir = state_dir / "issuer"
-    if key_dir != (Path.cwd() / ".toolbridge" / "issuer").resolve():
-        env.append(f"TOOLBRIDGE_DEV_ISSUER_STATE_DIR={key_dir}")
+def mint_command(options: DevOptions, state_dir: Path, user: str = DEMO_USER) -> str:
+    """The shell command that mints ``user``'s token for this stack, quoted, pasteable from
+    any folder: this installation's ``toolbridge-dev-issuer`` with the stack's key folder."""
+    program = Path(sys.executable).parent / "toolbridge-dev-issuer"
+    words = [f"TOOLBRIDGE_DEV_ISSUER_STATE_DIR={state_dir / 'issuer'}"]
     if options.issuer_port != DevOptions.issuer_port:
-        env.append(f"TOOLBRIDGE_DEV_ISSUER_PORT={options.issuer_port}")
-    return "".join(f"{shlex.quote(item)} " for item in env)
+        words.append(f"TOOLBRIDGE_DEV_ISSUER_PORT={options.issuer_port}")
+    words += [str(program), "mint", "--sub", user]
+    return shlex.join(words)
 
 
 def run(options: DevOptions, out: TextIO | None = None) -> int:

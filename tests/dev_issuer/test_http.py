@@ -164,9 +164,9 @@ ERRORS: list[tuple[str, dict[str, Any], int, str, str]] = [
     (
         "no client_id",
         {"data": {**GRANT, "client_secret": CLIENT_SECRET}},
-        400,
-        "invalid_request",
-        "Missing client_id",
+        401,
+        "invalid_client",
+        "No client authentication included: send client_id and client_secret, or HTTP Basic",
     ),
     (
         "no grant_type",

@@ -362,17 +362,18 @@ async def test_per_user_mode_serves_each_user_their_own_data(
     dev_command.append(dev)
     dev.wait_up()
     assert "Demo data: added 3 notes and 3 tasks" in dev.text
-    # The printed hint, run as a user would paste it (bob instead of alice).
+    # The printed hint, pasted in another folder as a user would (bob instead of alice).
     hint = next(line for line in dev.lines if "TOKEN=$(" in line)
     mint = hint.split("TOKEN=$(", 1)[1].rsplit(")", 1)[0]
-    mint = mint.replace("uv run ", "").replace("--sub alice", "--sub {}")
+    assert mint.endswith(" --sub alice")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
 
     def token_for(user: str) -> str:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
-        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
         done = subprocess.run(  # noqa: S603 - the hint the dev command printed
-            ["bash", "-c", mint.format(user)],  # noqa: S607
-            cwd=tmp_path,
+            ["bash", "-c", mint.removesuffix("alice") + user],  # noqa: S607
+            cwd=elsewhere,
             env=env,
             capture_output=True,
             text=True,
@@ -436,9 +437,7 @@ def test_the_printed_mint_command_keeps_a_state_dir_with_spaces_whole(tmp_path: 
     assert shlex.split(command) == [
         f"TOOLBRIDGE_DEV_ISSUER_STATE_DIR={state_dir / 'issuer'}",
         "TOOLBRIDGE_DEV_ISSUER_PORT=9999",
-        "uv",
-        "run",
-        "toolbridge-dev-issuer",
+        str(Path(sys.executable).parent / "toolbridge-dev-issuer"),
         "mint",
         "--sub",
         "alice",

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -19,8 +18,8 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, NASTY_SECRET, LogCapture
-from tests.support.api import _free_port
 from tests.support.jwks import leaked
+from tests.support.process import ServiceProcess, free_port
 from tests.support.server import ServerThread
 from toolbridge_dev_issuer.app import create_app
 from toolbridge_dev_issuer.config import IssuerSettings
@@ -171,73 +170,16 @@ def run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
     )
 
 
-class IssuerProcess:
+class IssuerProcess(ServiceProcess):
     """``toolbridge-dev-issuer serve`` as a child process on a free 127.0.0.1 port; ready once
-    the discovery document answers; its log lines (stderr) are kept in ``output``."""
+    the discovery document answers."""
 
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:
-        self.port = _free_port()
-        self.cwd = cwd
-        self.env = env | {"TOOLBRIDGE_DEV_ISSUER_PORT": str(self.port)}
-        self.output: list[str] = []
-        self._process: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30) -> Self:
-        self._process = subprocess.Popen(  # noqa: S603 - our own console script
+        port = free_port()
+        super().__init__(
             [COMMAND, "serve"],
-            env=self.env,
-            cwd=self.cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            env | {"TOOLBRIDGE_DEV_ISSUER_PORT": str(port)},
+            port=port,
+            ready_path="/.well-known/openid-configuration",
+            cwd=cwd,
         )
-        self._reader = threading.Thread(target=self._drain, daemon=True, name="issuer-log")
-        self._reader.start()
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("dev issuer did not start:\n" + "\n".join(self.output[-20:]))
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> int | None:
-        """Terminate (SIGTERM, then SIGKILL) and return the exit code."""
-        process, self._process = self._process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.terminate()
-        try:
-            code = process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = process.wait(timeout=5)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        return code
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _ready(self) -> bool:
-        try:
-            response = httpx.get(f"{self.url}/.well-known/openid-configuration", timeout=1)
-        except httpx.TransportError:
-            return False
-        return response.status_code == 200
-
-    def _drain(self) -> None:
-        process = self._process
-        assert process is not None
-        assert process.stderr is not None
-        for line in process.stderr:
-            self.output.append(line.rstrip("\n"))

@@ -12,22 +12,20 @@ import concurrent.futures
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import asyncpg
-import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tests.support.process import ServiceProcess, free_port
 from tests.support.server import ServerThread
 from toolbridge_api.app import create_app
 from toolbridge_api.config import ApiSettings
@@ -272,83 +270,14 @@ def run_api_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProces
     )
 
 
-class ApiProcess:
+class ApiProcess(ServiceProcess):
     """``toolbridge-api serve`` as a child process on 127.0.0.1 (a free port), as a user runs
     it: settings only through ``TOOLBRIDGE_API_*`` environment variables. Ready once
-    ``/healthz`` answers 200; its log lines (stderr) are kept in ``output``."""
+    ``/healthz`` answers 200."""
 
     def __init__(self, env: dict[str, str], *, cwd: Path | None = None) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
-        self.port = _free_port()
-        self.env = base | {"TOOLBRIDGE_API_HOST": "127.0.0.1"} | env
-        self.env["TOOLBRIDGE_API_PORT"] = str(self.port)
-        self.cwd = cwd
-        self.output: list[str] = []
-        self._process: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> Self:
-        self._process = subprocess.Popen(  # noqa: S603 - our own console script
-            [API_COMMAND, "serve"],
-            env=self.env,
-            cwd=self.cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._drain, daemon=True, name="api-log")
-        self._reader.start()
-        deadline = time.monotonic() + timeout
-        while not self._healthy():
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("toolbridge-api did not start:\n" + "\n".join(self.output[-20:]))
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> int | None:
-        """Terminate (SIGTERM, then SIGKILL) and return the exit code."""
-        process, self._process = self._process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.terminate()
-        try:
-            code = process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = process.wait(timeout=5)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        return code
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def _drain(self) -> None:
-        process = self._process
-        assert process is not None
-        assert process.stderr is not None
-        for line in process.stderr:
-            self.output.append(line.rstrip("\n"))
-
-
-def _free_port() -> int:
-    """A port that was free a moment ago (the child binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        port = free_port()
+        env = base | {"TOOLBRIDGE_API_HOST": "127.0.0.1"} | env
+        env["TOOLBRIDGE_API_PORT"] = str(port)
+        super().__init__([API_COMMAND, "serve"], env, port=port, ready_path="/healthz", cwd=cwd)

@@ -11,6 +11,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from toolbridge_mcp.config import describe_invalid
+
 ENV_PREFIX = "TOOLBRIDGE_API_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.toolbridge/api.db"
 MIN_HS256_SECRET_BYTES = 32
@@ -101,12 +103,6 @@ class ApiSettings(DatabaseSettings):
         return self
 
 
-def _describe(error: dict[str, Any]) -> str:
-    loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{env_name(loc[0])}: {message}" if loc else message
-
-
 def load_api_settings(
     kind: type[SettingsT] = ApiSettings,  # type: ignore[assignment]
     **overrides: Any,
@@ -116,7 +112,4 @@ def load_api_settings(
     try:
         return kind(**overrides)
     except ValidationError as exc:
-        problems = [
-            _describe(dict(error)) for error in exc.errors(include_input=False, include_url=False)
-        ]
-        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems)) from None
+        raise ConfigError(describe_invalid(exc, env_name)) from None

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from toolbridge_mcp.config import LogLevel, is_loopback_host
+from toolbridge_mcp.config import LogLevel, describe_invalid, is_loopback_host
 
 ENV_PREFIX = "TOOLBRIDGE_DEV_ISSUER_"
 DEFAULT_AUDIENCE = "https://api.toolbridge.local"
@@ -120,12 +120,6 @@ class IssuerSettings(BaseSettings):
         return self.issuer_url.rstrip("/") + path
 
 
-def _describe(error: dict[str, Any]) -> str:
-    loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{env_name(loc[0])}: {message}" if loc else message
-
-
 def load_issuer_settings(**overrides: Any) -> IssuerSettings:
     """Read the settings, turning validation failures into one :class:`ConfigError` that
     lists each variable to fix and never echoes a value."""
@@ -138,7 +132,4 @@ def load_issuer_settings(**overrides: Any) -> IssuerSettings:
         example = ' (e.g. {"my-client": "my-secret"})' if name == env_name("clients") else ""
         raise ConfigError(f"Invalid configuration:\n  - {name}: not valid JSON{example}") from None
     except ValidationError as exc:
-        problems = [
-            _describe(dict(error)) for error in exc.errors(include_input=False, include_url=False)
-        ]
-        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems)) from None
+        raise ConfigError(describe_invalid(exc, env_name)) from None

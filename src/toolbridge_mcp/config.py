@@ -8,6 +8,7 @@ them.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -294,10 +295,16 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
 
-def _describe(error: dict[str, Any]) -> str:
-    loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{env_name(loc[0])}: {message}" if loc else message
+def describe_invalid(exc: ValidationError, variable: Callable[[str], str] = env_name) -> str:
+    """One line per problem, each naming the variable that sets the field (``variable``), never
+    the value: pydantic's own messages echo inputs, secrets included. Shared by the settings
+    of the MCP server, the API and the dev issuer."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append(f"{variable(loc[0])}: {message}" if loc else message)
+    return "Invalid configuration:\n  - " + "\n  - ".join(problems)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -306,10 +313,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = [
-            _describe(dict(error)) for error in exc.errors(include_input=False, include_url=False)
-        ]
-        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems)) from None
+        raise ConfigError(describe_invalid(exc)) from None
 
 
 @lru_cache(maxsize=1)

@@ -70,7 +70,7 @@ class RemoteApi:
 
 
 def _serve_api(conn: Connection, jwks_url: str, issuer: str) -> None:
-    from toolbridge_mcp.log import configure_logging
+    from toolbridge_common.logs import configure_logging
 
     configure_logging("ERROR")
     with ApiServer(jwks_url, issuer, AUDIENCE, tenant_secret=TENANT_SECRET) as api:

@@ -19,8 +19,8 @@ from loguru import logger
 
 from tests.support.clock import FakeClock
 from tests.support.idp import IdP, Reply
+from toolbridge_common.logs import configure_logging
 from toolbridge_mcp.auth.token_manager import TokenManager
-from toolbridge_mcp.log import configure_logging
 
 CLIENT_ID, CLIENT_SECRET, AUDIENCE = "test-client", "test-secret", "https://api.toolbridge.test"
 

@@ -9,9 +9,10 @@ import typer
 import uvicorn
 
 from toolbridge_api.app import create_app
-from toolbridge_api.config import ApiSettings, ConfigError, DatabaseSettings, load_api_settings
+from toolbridge_api.config import ApiSettings, DatabaseSettings, load_api_settings
 from toolbridge_api.db.schema import HEAD, create_engine, current_revision, migrate
-from toolbridge_mcp.log import configure_logging
+from toolbridge_common.logs import configure_logging
+from toolbridge_common.settings import ConfigError
 
 app = typer.Typer(
     name="toolbridge-api",

@@ -6,12 +6,17 @@ error: pydantic's own messages echo inputs, so :func:`load_api_settings` rewrite
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from toolbridge_mcp.config import describe_invalid
+from toolbridge_common.settings import (
+    ConfigError,
+    LogLevel,
+    describe_invalid,
+    env_namer,
+)
 
 ENV_PREFIX = "TOOLBRIDGE_API_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.toolbridge/api.db"
@@ -19,16 +24,9 @@ MIN_HS256_SECRET_BYTES = 32
 """RFC 7518 §3.2: an HS256 key is at least as long as the hash output (256 bits)."""
 
 SettingsT = TypeVar("SettingsT", bound="DatabaseSettings")
-LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
 
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the variables to fix."""
-
-
-def env_name(field: str) -> str:
-    """The environment variable that sets a settings field."""
-    return f"{ENV_PREFIX}{field.upper()}"
+env_name = env_namer(ENV_PREFIX)
 
 
 class DatabaseSettings(BaseSettings):

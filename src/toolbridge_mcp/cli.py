@@ -6,16 +6,15 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from toolbridge_dev_issuer.config import MAX_TOKEN_LIFETIME_SECONDS
+from toolbridge_common.logs import configure_logging
+from toolbridge_common.settings import ConfigError
 from toolbridge_mcp.auth.oauth import TokenError, unverified_claims
 from toolbridge_mcp.auth.token_manager import TokenManager
-from toolbridge_mcp.config import ConfigError, Settings, env_name, load_settings
-from toolbridge_mcp.log import configure_logging
+from toolbridge_mcp.config import Settings, env_name, load_settings
 
 app = typer.Typer(
     name="toolbridge-mcp",
@@ -180,57 +179,22 @@ def serve(
     )
 
 
-@app.command()
-def dev(
-    port: Annotated[int, typer.Option(help="MCP server port.", min=1, max=65535)] = 8001,
-    api_port: Annotated[int, typer.Option(help="API port.", min=1, max=65535)] = 8081,
-    issuer_port: Annotated[
-        int, typer.Option(help="Dev identity provider port.", min=1, max=65535)
-    ] = 8090,
-    token_lifetime: Annotated[
-        int,
-        typer.Option(
-            help="Access-token lifetime in seconds; short, so refreshes show.",
-            min=1,
-            max=MAX_TOKEN_LIFETIME_SECONDS,
-        ),
-    ] = 120,
-    state_dir: Annotated[
-        Path, typer.Option(help="Where the SQLite database and the issuer's key are kept.")
-    ] = Path(".toolbridge"),
-    seed_demo: Annotated[
-        bool, typer.Option("--seed-demo", help="Add a few demo notes and tasks (once).")
-    ] = False,
-    per_user: Annotated[
-        bool,
-        typer.Option(
-            "--per-user",
-            help="Per-user OAuth: callers send their own dev-issuer token (toolbridge-dev-issuer "
-            "mint), which the MCP server verifies and forwards, instead of the server's own.",
-        ),
-    ] = False,
-    startup_timeout: Annotated[
-        float, typer.Option(help="Seconds each component may take to become ready.", min=1)
-    ] = 30.0,
-) -> None:
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def dev(ctx: typer.Context) -> None:
     """Run the whole system locally (DEVELOPMENT ONLY): a dev identity provider, the API on
-    SQLite and the MCP server at http://127.0.0.1:8001/mcp, wired with generated secrets.
+    SQLite and the MCP server. Options: toolbridge-mcp dev --help.
 
-    Ctrl-C stops everything. Exits 2 when a port is taken (naming the flag to change).
+    The stack lives in the dev package (toolbridge_dev), imported only here, when asked for.
     """
-    from toolbridge_mcp.devstack import DevOptions, run
-
-    options = DevOptions(
-        state_dir=state_dir,
-        mcp_port=port,
-        api_port=api_port,
-        issuer_port=issuer_port,
-        token_lifetime=token_lifetime,
-        seed_demo=seed_demo,
-        per_user=per_user,
-        startup_timeout=startup_timeout,
-    )
-    raise typer.Exit(run(options))
+    try:
+        from toolbridge_dev.stack_cli import app as dev_app
+    except ImportError:
+        typer.echo("toolbridge-mcp dev needs the development package toolbridge_dev", err=True)
+        raise typer.Exit(2) from None
+    dev_app(args=list(ctx.args), prog_name="toolbridge-mcp dev")
 
 
 if __name__ == "__main__":

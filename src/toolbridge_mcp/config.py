@@ -7,8 +7,6 @@ them.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -16,31 +14,21 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from toolbridge_common.settings import (
+    ConfigError,
+    LogLevel,
+    describe_invalid,
+    env_namer,
+    is_loopback_host,
+)
 from toolbridge_mcp.auth.oauth import ClientAuthMethod
 
 ENV_PREFIX = "TOOLBRIDGE_"
 
 AuthMode = Literal["auth0", "static", "passthrough"]
-LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
 
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the variables to fix."""
-
-
-def env_name(field: str) -> str:
-    """The environment variable that sets a settings field."""
-    return f"{ENV_PREFIX}{field.upper()}"
-
-
-def is_loopback_host(host: str) -> bool:
-    """Loopback hosts may use plain http (local dev issuer, tests); nothing else may."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+env_name = env_namer(ENV_PREFIX)
 
 
 class Settings(BaseSettings):
@@ -295,25 +283,13 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
 
-def describe_invalid(exc: ValidationError, variable: Callable[[str], str] = env_name) -> str:
-    """One line per problem, each naming the variable that sets the field (``variable``), never
-    the value: pydantic's own messages echo inputs, secrets included. Shared by the settings
-    of the MCP server, the API and the dev issuer."""
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
-        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        problems.append(f"{variable(loc[0])}: {message}" if loc else message)
-    return "Invalid configuration:\n  - " + "\n  - ".join(problems)
-
-
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings, turning validation failures into one :class:`ConfigError` that
     lists each variable to fix and never echoes a value."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_invalid(exc)) from None
+        raise ConfigError(describe_invalid(exc, env_name)) from None
 
 
 @lru_cache(maxsize=1)

@@ -21,9 +21,9 @@ from tests.conftest import CLIENT_ID, CLIENT_SECRET, NASTY_SECRET, LogCapture
 from tests.support.jwks import leaked
 from tests.support.process import ServiceProcess, free_port
 from tests.support.server import ServerThread
-from toolbridge_dev_issuer.app import create_app
-from toolbridge_dev_issuer.config import IssuerSettings
-from toolbridge_dev_issuer.keys import SigningKey, load_or_create_signing_key
+from toolbridge_dev.issuer.app import create_app
+from toolbridge_dev.issuer.config import IssuerSettings
+from toolbridge_dev.issuer.keys import SigningKey, load_or_create_signing_key
 
 AUDIENCE = "https://api.toolbridge.local"
 OTHER_AUDIENCE = "https://other.toolbridge.local"

@@ -161,7 +161,7 @@ def test_bad_settings_exit_2_naming_the_variable_not_the_secret(tmp_path: Path) 
 
 def test_module_entry_point_says_development_only(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "toolbridge_dev_issuer", "serve", "--help"],
+        [sys.executable, "-m", "toolbridge_dev.issuer", "serve", "--help"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from toolbridge_dev_issuer.config import ConfigError, load_issuer_settings
+from toolbridge_dev.issuer.config import ConfigError, load_issuer_settings
 
 pytestmark = pytest.mark.usefixtures("clean_settings_env")
 

@@ -24,7 +24,7 @@ from tests.dev_issuer.conftest import (
     verify,
 )
 from toolbridge_api.security.tokens import TokenVerifier
-from toolbridge_dev_issuer.tokens import mint_user_token
+from toolbridge_dev.issuer.tokens import mint_user_token
 from toolbridge_mcp.auth.token_manager import TokenManager
 from toolbridge_mcp.config import Settings
 

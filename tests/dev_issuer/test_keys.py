@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.dev_issuer.conftest import RunningIssuer, verify
-from toolbridge_dev_issuer.keys import (
+from toolbridge_dev.issuer.keys import (
     SigningKeyError,
     jwk_thumbprint,
     key_path,

@@ -28,8 +28,8 @@ import pytest
 from fastmcp import Client
 
 from tests.mcp.conftest import result_text
-from toolbridge_mcp import devstack
-from toolbridge_mcp.devstack import DevOptions, call_on_stop_signals, connect_instructions
+from toolbridge_dev.stack import DevOptions, call_on_stop_signals, connect_instructions
+from toolbridge_dev import stack as devstack
 
 COMMAND = str(Path(sys.executable).parent / "toolbridge-mcp")
 README_COMMAND = str(Path(__file__).parents[2] / "scripts" / "dev.sh")

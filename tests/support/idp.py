@@ -25,9 +25,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.server import ServerThread
-from toolbridge_dev_issuer.keys import SigningKey
-from toolbridge_dev_issuer.oauth import client_credentials, error_response, parse_body
-from toolbridge_dev_issuer.tokens import mint_client_token
+from toolbridge_dev.issuer.keys import SigningKey
+from toolbridge_dev.issuer.oauth import client_credentials, error_response, parse_body
+from toolbridge_dev.issuer.tokens import mint_client_token
 
 DEFAULT_CLIENTS: dict[str, str] = {"test-client": "test-secret"}
 DEFAULT_SCOPE = "read:notes write:notes"

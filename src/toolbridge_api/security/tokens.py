@@ -14,7 +14,6 @@ verifying tokens, as with PyJWT's ``PyJWKClient`` cache lifespan.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pydantic import SecretStr
 
 from toolbridge_api.config import MIN_HS256_SECRET_BYTES
 from toolbridge_api.security.principal import AuthError, checked_user_id
+from toolbridge_common.singleflight import SingleFlight
 
 _MAX_TOKEN_LENGTH = 16_384
 """Longer bearer values are refused before parsing; real access tokens are a few KB."""
@@ -34,6 +34,7 @@ _MAX_TOKEN_LENGTH = 16_384
 _SHOWABLE_ALG = re.compile(r"[A-Za-z0-9]{1,10}")
 """An ``alg`` value echoed in an error message; anything else is not repeated back."""
 _JWKS_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+_JWKS = "jwks"
 
 
 class TokenVerifier:
@@ -88,7 +89,7 @@ class TokenVerifier:
         self._unnamed: list[jwt.PyJWK] = []
         self._last_attempt: float | None = None
         self._last_attempt_failed = False
-        self._inflight: asyncio.Task[None] | None = None
+        self._refetch: SingleFlight[str, None] = SingleFlight("jwks-fetch")
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -130,10 +131,7 @@ class TokenVerifier:
 
     async def aclose(self) -> None:
         """Stop a fetch in flight and close the JWKS connection pool."""
-        if self._inflight is not None:
-            self._inflight.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._inflight
+        await self._refetch.cancel_all()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -205,31 +203,24 @@ class TokenVerifier:
         raise AuthError(401, "access token kid does not match any signing key of the issuer")
 
     async def _refresh(self) -> None:
-        """Join the fetch in flight, or start one if the pacing interval allows.
-
-        The fetch is a task of its own, shielded from callers: one caller giving up (client
-        disconnect) does not cancel it for the others waiting on it.
-        """
+        """Join the fetch in flight, or start one if the pacing interval allows. One caller
+        giving up (client disconnect) does not cancel the fetch for the others."""
         inflight = self._start_fetch()
         if inflight is not None:
             await asyncio.shield(inflight)
 
     def _start_fetch(self) -> asyncio.Task[None] | None:
         """The fetch in flight, else a new one if the pacing interval allows, else None."""
-        if self._inflight is None:
+        inflight = self._refetch.running(_JWKS)
+        if inflight is None:
             if self.jwks_url is None or not self._may_fetch():
                 return None
             self._last_attempt = self._clock()
-            self._inflight = asyncio.create_task(self._fetch(), name="jwks-fetch")
-            self._inflight.add_done_callback(self._fetch_done)
-        return self._inflight
+            inflight = self._refetch.start(_JWKS, self._fetch)
+        return inflight
 
     def _stale(self) -> bool:
         return self._loaded_at is not None and self._clock() - self._loaded_at >= self._max_age
-
-    def _fetch_done(self, task: asyncio.Task[None]) -> None:
-        if self._inflight is task:
-            self._inflight = None
 
     def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
         keys = self._keys

@@ -9,10 +9,11 @@ hit the same stale session cause one recovery, not one each.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from toolbridge_common.singleflight import SingleFlight
 
 _MAX_PRINCIPALS = 1024
 
@@ -39,7 +40,7 @@ class SessionPool:
         self._open = open_session
         self._max = max_principals
         self._sessions: OrderedDict[str, SyncSession] = OrderedDict()
-        self._opening: dict[str, asyncio.Task[SyncSession]] = {}
+        self._opening: SingleFlight[str, SyncSession] = SingleFlight("sync-session")
 
     async def get(self, principal: str) -> SyncSession:
         """The principal's session, opened on first use."""
@@ -73,18 +74,10 @@ class SessionPool:
         self._sessions.clear()
 
     async def _single_flight(self, principal: str) -> SyncSession:
-        task = self._opening.get(principal)
-        if task is None:
-            task = asyncio.create_task(self._open_and_store(principal))
-            task.add_done_callback(_retrieve_exception)
-            self._opening[principal] = task
-        return await asyncio.shield(task)
+        return await self._opening.run(principal, lambda: self._open_and_store(principal))
 
     async def _open_and_store(self, principal: str) -> SyncSession:
-        try:
-            session = await self._open(principal)
-        finally:
-            self._opening.pop(principal, None)
+        session = await self._open(principal)
         self._store(principal, session)
         return session
 
@@ -93,9 +86,3 @@ class SessionPool:
         self._sessions.move_to_end(principal)
         while len(self._sessions) > self._max:
             self._sessions.popitem(last=False)
-
-
-def _retrieve_exception(task: asyncio.Task[SyncSession]) -> None:
-    """Every waiter gets the failure; mark it retrieved even if they were all cancelled."""
-    if not task.cancelled():
-        task.exception()

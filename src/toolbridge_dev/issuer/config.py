@@ -14,7 +14,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from toolbridge_mcp.config import LogLevel, describe_invalid, is_loopback_host
+from toolbridge_common.settings import (
+    ConfigError,
+    LogLevel,
+    describe_invalid,
+    env_namer,
+    is_loopback_host,
+)
 
 ENV_PREFIX = "TOOLBRIDGE_DEV_ISSUER_"
 DEFAULT_AUDIENCE = "https://api.toolbridge.local"
@@ -23,13 +29,7 @@ MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
 _SETTINGS_FIELD = re.compile(r'field "(\w+)"')
 
 
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the variables to fix."""
-
-
-def env_name(field: str) -> str:
-    """The environment variable that sets a settings field."""
-    return f"{ENV_PREFIX}{field.upper()}"
+env_name = env_namer(ENV_PREFIX)
 
 
 class IssuerSettings(BaseSettings):

@@ -18,15 +18,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from toolbridge_dev_issuer.config import IssuerSettings, env_name
-from toolbridge_dev_issuer.keys import SigningKey
-from toolbridge_dev_issuer.oauth import (
+from toolbridge_dev.issuer.config import IssuerSettings, env_name
+from toolbridge_dev.issuer.keys import SigningKey
+from toolbridge_dev.issuer.oauth import (
     ClientCredentials,
     client_credentials,
     error_response,
     parse_body,
 )
-from toolbridge_dev_issuer.tokens import mint_client_token
+from toolbridge_dev.issuer.tokens import mint_client_token
 
 _REALM = 'Basic realm="toolbridge-dev-issuer"'
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

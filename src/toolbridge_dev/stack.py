@@ -105,7 +105,7 @@ def plan(options: DevOptions, state_dir: Path) -> list[Component]:
         Component(
             name="issuer",
             title="dev issuer",
-            module="toolbridge_dev_issuer",
+            module="toolbridge_dev.issuer",
             env=base
             | {
                 "TOOLBRIDGE_DEV_ISSUER_HOST": HOST,
@@ -411,8 +411,8 @@ class DevStack:
         """Per-user mode: a short token for :data:`DEMO_USER`, signed with the issuer's key."""
         if not self.options.per_user:
             return None
-        from toolbridge_dev_issuer.keys import load_or_create_signing_key
-        from toolbridge_dev_issuer.tokens import mint_user_token
+        from toolbridge_dev.issuer.keys import load_or_create_signing_key
+        from toolbridge_dev.issuer.tokens import mint_user_token
 
         key = load_or_create_signing_key(self.state_dir / "issuer")
         minted = mint_user_token(

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolbridge_dev_issuer.keys import SigningKey
+from toolbridge_dev.issuer.keys import SigningKey
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,17 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from toolbridge_dev_issuer.app import create_app
-from toolbridge_dev_issuer.config import (
+from toolbridge_common.logs import configure_logging
+from toolbridge_common.settings import ConfigError
+from toolbridge_dev.issuer.app import create_app
+from toolbridge_dev.issuer.config import (
     MAX_TOKEN_LIFETIME_SECONDS,
-    ConfigError,
     IssuerSettings,
     env_name,
     load_issuer_settings,
 )
-from toolbridge_dev_issuer.keys import SigningKey, SigningKeyError, load_or_create_signing_key
-from toolbridge_dev_issuer.tokens import mint_user_token
-from toolbridge_mcp.log import configure_logging
+from toolbridge_dev.issuer.keys import SigningKey, SigningKeyError, load_or_create_signing_key
+from toolbridge_dev.issuer.tokens import mint_user_token
 
 _HELP = (
     "DEVELOPMENT ONLY: a local, Auth0-shaped identity provider that issues ToolBridge access "

@@ -1,6 +1,0 @@
-"""``python -m toolbridge_dev_issuer``: the same command line as ``toolbridge-dev-issuer``."""
-
-from toolbridge_dev_issuer.cli import app
-
-if __name__ == "__main__":
-    app(prog_name="toolbridge-dev-issuer")

@@ -1,6 +1,10 @@
 # Sourced by scripts/*.sh and .ci/run: makes `uv` available (installing it with pip if the
-# machine has none) and builds .venv from uv.lock. Needs only Python 3.11 and network access
-# to the package index.
+# machine has none) and builds the virtual environment from uv.lock. Needs only Python (3.11,
+# 3.12 or 3.13) and network access to the package index.
+#
+# TOOLBRIDGE_PYTHON picks the interpreter: 3.11 (the default) builds .venv; another version
+# builds .venv-<version> (TOOLBRIDGE_PYTHON=3.13 ./scripts/test.sh runs the suite on 3.13).
+# It is exported as UV_PROJECT_ENVIRONMENT, so later `uv run` calls use the same environment.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v uv >/dev/null 2>&1; then
   if ! python3 -m uv --version >/dev/null 2>&1; then
@@ -16,4 +20,20 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 # Trust the platform's certificate store, as pip does (proxies with their own CA).
 export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}"
-uv sync --frozen --python 3.11 --quiet
+
+TOOLBRIDGE_PYTHON="${TOOLBRIDGE_PYTHON:-3.11}"
+if [ "$TOOLBRIDGE_PYTHON" != "3.11" ]; then
+  export UV_PROJECT_ENVIRONMENT="${UV_PROJECT_ENVIRONMENT:-.venv-$TOOLBRIDGE_PYTHON}"
+fi
+toolbridge_venv="${UV_PROJECT_ENVIRONMENT:-.venv}"
+toolbridge_interpreter="$TOOLBRIDGE_PYTHON"
+if ! uv python find "$toolbridge_interpreter" >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1; then
+  # pyenv's shims answer only for the versions pyenv has selected, and uv gives up on the
+  # others; ask pyenv where the newest installed one of that version lives.
+  toolbridge_pyenv_version="$(pyenv latest "$TOOLBRIDGE_PYTHON" 2>/dev/null || true)"
+  if [ -n "$toolbridge_pyenv_version" ] \
+    && [ -x "$(pyenv root)/versions/$toolbridge_pyenv_version/bin/python" ]; then
+    toolbridge_interpreter="$(pyenv root)/versions/$toolbridge_pyenv_version/bin/python"
+  fi
+fi
+uv sync --frozen --python "$toolbridge_interpreter" --quiet

@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 # exec: Ctrl-C and SIGTERM reach the supervisor itself, which stops every component.
-exec .venv/bin/toolbridge-mcp dev "$@"
+exec "$toolbridge_venv/bin/toolbridge-mcp" dev "$@"

@@ -280,9 +280,9 @@ ENTITIES: Final[tuple[Entity, ...]] = (
         actions=MappingProxyType(
             {"resolve": _effect(status="resolved"), "reopen": _effect(status="open")}
         ),
-        parent=ParentRef("parentUid", ("notes", "tasks"), type_key="parentType"),
+        parent=ParentRef("parentUid", ("notes", "tasks", "chats"), type_key="parentType"),
         status_values=("open", "resolved", "archived"),
-        about="Comments are attached to a note or a task.",
+        about="Comments are attached to a note, a task or a chat.",
         fields=("content", "parentType", "parentUid", "author", "tags", "status"),
     ),
     Entity(

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from toolbridge_api.config import ApiSettings
 from toolbridge_api.db.schema import create_engine, migrate
 from toolbridge_api.db.store import Store
+from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.entities import ENTITIES
 from toolbridge_api.errors import EnvelopeMiddleware, install_error_handlers
 from toolbridge_api.routes import health, sync
@@ -69,8 +70,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         try:
             await migrate(engine)
             authenticator = build_authenticator(settings)
-            app.state.store = Store(
-                engine, session_ttl=timedelta(seconds=settings.session_ttl_seconds)
+            store = Store(engine)
+            app.state.store = store
+            app.state.sync_state = SyncState(
+                store, session_ttl=timedelta(seconds=settings.session_ttl_seconds)
             )
             app.state.authenticator = authenticator
             url = make_url(settings.database_url)

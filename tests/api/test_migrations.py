@@ -21,6 +21,7 @@ from tests.support.api import (
 from toolbridge_api.cli import app as cli
 from toolbridge_api.db.schema import create_engine, current_revision, migrate
 from toolbridge_api.db.store import Store
+from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.security import Principal
 
 OLDEST = "0001"
@@ -72,15 +73,16 @@ async def _seed_at_oldest_revision(url: str) -> None:
 async def _read_back(url: str) -> tuple[str | None, list[str]]:
     engine = create_engine(url)
     try:
-        store = Store(engine, session_ttl=timedelta(minutes=30))
+        store = Store(engine)
+        sync_state = SyncState(store, session_ttl=timedelta(minutes=30))
         who = Principal("t", "u")
         item = await store.get_item(who, "notes", "0b0d5a7e-7a51-4f5e-9a57-6a4f1b0d2c11")
         assert item is not None
         assert (item.version, item.payload) == (3, {"title": "kept"})
-        session = await store.get_session(who, "5f0c7a4e-2b7d-4a51-8f43-0d7f4c7e9b21")
+        session = await sync_state.get_session(who, "5f0c7a4e-2b7d-4a51-8f43-0d7f4c7e9b21")
         assert session is not None
         assert session.epoch == 4
-        assert await store.epoch(who) == 4
+        assert await sync_state.epoch(who) == 4
         async with engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 query = "SELECT indexname FROM pg_indexes WHERE tablename = 'sync_sessions'"

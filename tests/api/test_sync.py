@@ -11,6 +11,7 @@ import pytest
 from tests.api.conftest import SQLITE_ONLY, Api
 from toolbridge_api.db.schema import create_engine
 from toolbridge_api.db.store import Store
+from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.entities import ENTITY_NAMES
 from toolbridge_api.errors import EnvelopeMiddleware
 from toolbridge_api.routes import health
@@ -22,6 +23,11 @@ pytestmark = pytest.mark.usefixtures("backend")
 def _store(api: Api) -> Store:
     store: Store = api.app.state.store
     return store
+
+
+def _sync_state(api: Api) -> SyncState:
+    sync_state: SyncState = api.app.state.sync_state
+    return sync_state
 
 
 async def test_session_create_get_delete(api: Api) -> None:
@@ -99,13 +105,13 @@ async def test_session_and_epoch_preconditions(
         response = await alice.request(method, path, json=body, headers=headers)
         assert response.status_code == status
         assert hint in response.json()["error"]
-    assert await _store(api).state(Principal("default", "auth0|alice")) == {}
+    assert await _sync_state(api).state(Principal("default", "auth0|alice")) == {}
 
 
 async def test_expired_session_is_428(api: Api) -> None:
     alice = await api.user()
     assert (await alice.request("GET", "/v1/notes")).status_code == 200
-    await _store(api).expire_sessions(Principal("default", "auth0|alice"))
+    await _sync_state(api).expire_sessions(Principal("default", "auth0|alice"))
     response = await alice.request("GET", "/v1/notes")
     assert response.status_code == 428
     assert "expired" in response.json()["error"]
@@ -116,7 +122,7 @@ async def test_expired_session_is_428(api: Api) -> None:
 async def test_new_sessions_purge_the_callers_expired_ones(api: Api) -> None:
     alice = await api.user("auth0|alice")
     bob = await api.user("auth0|bob")
-    store = _store(api)
+    store = _sync_state(api)
     await store.expire_sessions()
     expired_alice, expired_bob = alice.session_id, bob.session_id
     await alice.start_session()
@@ -130,7 +136,7 @@ async def test_new_sessions_purge_the_callers_expired_ones(api: Api) -> None:
 
 async def test_epoch_mismatch_is_409_with_the_current_epoch(api: Api) -> None:
     alice = await api.user()
-    await _store(api).bump_epoch(Principal("default", "auth0|alice"))
+    await _sync_state(api).bump_epoch(Principal("default", "auth0|alice"))
     response = await alice.request("POST", "/v1/notes", json={"a": 1})
     assert response.status_code == 409
     body = response.json()

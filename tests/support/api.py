@@ -30,6 +30,7 @@ from tests.support.server import ServerThread
 from toolbridge_api.app import create_app
 from toolbridge_api.config import ApiSettings
 from toolbridge_api.db.store import Store
+from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.security import Principal
 
 T = TypeVar("T")
@@ -143,6 +144,11 @@ class ApiServer:
         store: Store = self.app.state.store
         return store
 
+    @property
+    def sync_state(self) -> SyncState:
+        sync_state: SyncState = self.app.state.sync_state
+        return sync_state
+
     def run(self, work: Callable[[Store], Awaitable[T]]) -> T:
         """Run ``work(store)`` on the server's loop (the engine lives there) and return."""
         future = asyncio.run_coroutine_threadsafe(_call(work, self.store), self._server.loop)
@@ -151,11 +157,11 @@ class ApiServer:
     def expire_sessions(self, tenant_id: str | None = None, user_id: str | None = None) -> int:
         """Expire every session now (or only one user's); entity calls then get 428."""
         who = None if user_id is None else Principal(tenant_id or "default", user_id)
-        return self.run(lambda store: store.expire_sessions(who))
+        return self.run(lambda _store: self.sync_state.expire_sessions(who))
 
     def bump_epoch(self, user_id: str, tenant_id: str = "default") -> int:
         """Increment a user's epoch (like another device's wipe, without deleting data)."""
-        return self.run(lambda store: store.bump_epoch(Principal(tenant_id, user_id)))
+        return self.run(lambda _store: self.sync_state.bump_epoch(Principal(tenant_id, user_id)))
 
     def start(self) -> Self:
         self._server.start()

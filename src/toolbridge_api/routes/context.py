@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from toolbridge_api.db.store import Store, utcnow
+from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.errors import ApiError
 from toolbridge_api.security import Authenticator, Principal
 
@@ -25,7 +26,13 @@ async def authenticate(request: Request) -> Principal:
     return await authenticator.authenticate(request.headers)
 
 
+def get_sync_state(request: Request) -> SyncState:
+    sync_state: SyncState = request.app.state.sync_state
+    return sync_state
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+SyncStateDep = Annotated[SyncState, Depends(get_sync_state)]
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
@@ -38,7 +45,7 @@ def parse_epoch(value: str) -> int:
 
 async def synced_caller(
     principal: Caller,
-    store: StoreDep,
+    sync_state: SyncStateDep,
     x_sync_session: Annotated[
         str | None, Header(description="Id of the caller's live sync session.")
     ] = None,
@@ -55,7 +62,7 @@ async def synced_caller(
         raise ApiError(
             428, f"missing {SESSION_HEADER} header: create one with POST /v1/sync/sessions"
         )
-    session = await store.check_session(x_sync_session.strip())
+    session = await sync_state.check_session(x_sync_session.strip())
     if session is None or session.expires_at <= utcnow():
         raise ApiError(
             428,

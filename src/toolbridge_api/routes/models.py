@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolbridge_api.db.store import EntityState, Session
+from toolbridge_api.db.sync_state import EntityState, Session
 
 
 class ErrorOut(BaseModel):

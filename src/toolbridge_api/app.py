@@ -17,7 +17,8 @@ from toolbridge_api.db.schema import create_engine, migrate
 from toolbridge_api.db.store import Store
 from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.entities import ENTITIES
-from toolbridge_api.errors import EnvelopeMiddleware, install_error_handlers
+from toolbridge_api.errors import install_error_handlers
+from toolbridge_api.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from toolbridge_api.routes import health, sync
 from toolbridge_api.routes.entities import entity_router
 from toolbridge_api.routes.health import server_version
@@ -98,7 +99,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(EnvelopeMiddleware, max_body_bytes=settings.max_body_bytes)
+    # The last added runs first: the correlation id exists before the body limit answers.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(CorrelationIdMiddleware)
     app.include_router(health.router)
     app.include_router(sync.router)
     for entity in ENTITIES:

@@ -1,16 +1,14 @@
-"""The one place that turns failures into responses.
+"""The one place that turns failures into responses: exception handlers.
 
-Every error is ``{"error": ..., "correlation_id": ...}`` with its status; every response
-carries ``X-Correlation-ID`` (the client's, if sane, else a new one). Oversize bodies are
-refused here before any route sees them, and unexpected exceptions become a bare 500.
+Every error is ``{"error": ..., "correlation_id": ...}`` (:func:`contract.error_body`) with
+its status. Unexpected exceptions become a bare 500 that reveals nothing of the failure. The
+correlation id and the body limit are middleware (:mod:`toolbridge_api.middleware`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,18 +19,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toolbridge_api.db.store import Contended, Gone, NotFound, StoreError, VersionMismatch
+from toolbridge_api.middleware import new_correlation_id
 from toolbridge_api.security import AuthError
-
-CORRELATION_HEADER = "X-Correlation-ID"
-_SANE_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class _ClientGone(Exception):
-    """The client disconnected before sending its whole body."""
+from toolbridge_common import contract
 
 
 class ApiError(Exception):
@@ -71,18 +62,19 @@ _DATABASE_DOWN: tuple[type[Exception], ...] = (
 
 
 def correlation_id(request: Request) -> str:
-    return str(getattr(request.state, "correlation_id", "")) or uuid.uuid4().hex
+    """The request's correlation id (set by the correlation id middleware)."""
+    return str(getattr(request.state, "correlation_id", "")) or new_correlation_id()
 
 
-def error_body(status: int, message: str, cid: str, **extra: Any) -> dict[str, Any]:
+def error_body(message: str, cid: str, **extra: Any) -> dict[str, Any]:
     """The contract's error shape; the message is made encodable, since it may quote input."""
     safe = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return {"error": safe, **extra, "correlation_id": cid}
+    return contract.error_body(safe, cid, **extra)
 
 
 def _response(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse(
-        error_body(error.status, error.message, correlation_id(request), **error.extra),
+        error_body(error.message, correlation_id(request), **error.extra),
         status_code=error.status,
         headers=error.headers,
     )
@@ -102,7 +94,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Registers the handlers and the outermost middleware that make every error uniform."""
+    """Registers the handlers that make every error uniform."""
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -145,6 +137,17 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(_allowed_methods(request))
         return _response(request, ApiError(exc.status_code, message, headers=headers))
 
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        """The 500 fallback. Starlette runs it outside all middleware, so it adds the
+        correlation id itself; the server still logs the traceback after it."""
+        cid = correlation_id(request)
+        logger.error("unhandled {} (correlation id {})", type(exc).__name__, cid)
+        return JSONResponse(
+            error_body("internal server error", cid),
+            status_code=500,
+            headers={contract.HEADER_CORRELATION_ID: cid},
+        )
+
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(AuthError, on_auth_error)
     app.add_exception_handler(StoreError, on_store_error)
@@ -152,6 +155,7 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, on_database_down)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -168,116 +172,3 @@ def _allowed_methods(request: Request) -> list[str]:
         request.app.state.allowed_methods = table
     path = request.scope["path"]
     return next((methods for pattern, methods in table if pattern.match(path)), [])
-
-
-class EnvelopeMiddleware:
-    """Outermost ASGI middleware: correlation id, body size limit, and the 500 fallback.
-
-    Bodies are buffered up to ``max_body_bytes`` before the app runs, so an oversize body is
-    a 413 whether or not it announced its length, and nothing is ever half-processed.
-    """
-
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        cid = _incoming_correlation_id(scope) or uuid.uuid4().hex
-        scope.setdefault("state", {})["correlation_id"] = cid
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = [
-                    (k, v)
-                    for k, v in message.get("headers", [])
-                    if k.lower() != b"x-correlation-id"
-                ]
-                headers.append((b"x-correlation-id", cid.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            if scope["method"] in _BODY_METHODS:
-                try:
-                    body = await self._read_body(scope, receive)
-                except _ClientGone:
-                    return
-                if body is None:
-                    await self._error(send_with_id, 413, self._too_large(), cid)
-                    return
-                receive = _replay(body, receive)
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("unhandled error (correlation id {})", cid)
-            if not started:
-                await self._error(send_with_id, 500, "internal server error", cid)
-
-    def _too_large(self) -> str:
-        return f"request body too large: the limit is {self.max_body_bytes} bytes"
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None once it exceeds the limit (declared or actual).
-
-        Raises ``_ClientGone`` if the client leaves mid-body: then nothing runs, as a cut
-        body could still parse and be written although the client gave up on the request.
-        """
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
-                return None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
-
-    @staticmethod
-    async def _error(send: Send, status: int, message: str, cid: str) -> None:
-        body = json.dumps(error_body(status, message, cid)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def _incoming_correlation_id(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"x-correlation-id":
-            text = value.decode("latin-1").strip()
-            return text if _SANE_CORRELATION_ID.fullmatch(text) else None
-    return None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive() that yields the buffered body once, then defers to the real one."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

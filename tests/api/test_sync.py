@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.api.conftest import SQLITE_ONLY, Api
@@ -13,7 +14,7 @@ from toolbridge_api.db.schema import create_engine
 from toolbridge_api.db.store import Store
 from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.entities import ENTITY_NAMES
-from toolbridge_api.errors import EnvelopeMiddleware
+from toolbridge_api.middleware import BodyLimitMiddleware
 from toolbridge_api.routes import health
 from toolbridge_api.security import Principal
 
@@ -312,9 +313,14 @@ async def test_unexpected_errors_are_a_bare_500(api: Api, monkeypatch: pytest.Mo
         raise RuntimeError("internal detail: dsn=postgresql://admin:hunter2@db")
 
     monkeypatch.setattr(_store(api), "list_items", explode)
-    response = await alice.request("GET", "/v1/notes", headers={"X-Correlation-ID": "c-500"})
+    # The 500 handler answers, then Starlette re-raises for the server to log the traceback.
+    transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        alice.http = http
+        response = await alice.request("GET", "/v1/notes", headers={"X-Correlation-ID": "c-500"})
     assert response.status_code == 500
     assert response.json() == {"error": "internal server error", "correlation_id": "c-500"}
+    assert response.headers["X-Correlation-ID"] == "c-500"
     assert "hunter2" not in response.text
 
 
@@ -340,7 +346,7 @@ async def test_a_body_cut_short_by_a_disconnect_runs_nothing() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    middleware = EnvelopeMiddleware(app, max_body_bytes=1024)
+    middleware = BodyLimitMiddleware(app, max_body_bytes=1024)
     scope = {"type": "http", "method": "POST", "path": "/v1/notes", "headers": []}
     await middleware(scope, receive, send)
     assert called == []

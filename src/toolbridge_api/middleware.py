@@ -1,0 +1,152 @@
+"""The API's ASGI middleware, one concern each (outermost first):
+
+- :class:`CorrelationIdMiddleware`: every request gets a correlation id (the client's
+  ``X-Correlation-ID`` if sane, else a new one) in ``request.state.correlation_id``, and every
+  response carries it back;
+- :class:`BodyLimitMiddleware`: a request body larger than the limit is a 413 before any
+  route runs, whether or not it announced its length.
+
+Errors raised by routes become responses in :mod:`toolbridge_api.errors` (exception handlers,
+including the 500 fallback), not here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from toolbridge_common.contract import HEADER_CORRELATION_ID, error_body
+
+_CORRELATION_HEADER = HEADER_CORRELATION_ID.lower().encode()
+_SANE_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def scope_correlation_id(scope: Scope) -> str:
+    """The correlation id :class:`CorrelationIdMiddleware` gave this request ("" without it)."""
+    return str(scope.get("state", {}).get("correlation_id", ""))
+
+
+class CorrelationIdMiddleware:
+    """Names each request with a correlation id and echoes it in ``X-Correlation-ID``.
+
+    A client's id is kept when it is 1-128 characters of ``[A-Za-z0-9._:-]`` (it ends up in
+    logs and headers); anything else is replaced by a new id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = _incoming_correlation_id(scope) or new_correlation_id()
+        scope.setdefault("state", {})["correlation_id"] = cid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() != _CORRELATION_HEADER
+                ]
+                headers.append((_CORRELATION_HEADER, cid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimitMiddleware:
+    """Buffers request bodies up to ``max_body_bytes`` before the app runs.
+
+    An oversize body is a 413 (declared by ``Content-Length`` or found while reading), so
+    nothing is ever half-processed; a client that disconnects mid-body gets nothing run at
+    all, as a cut body could still parse and be written although the client gave up.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(scope, receive)
+        except _ClientGone:
+            return
+        if body is None:
+            await self._too_large(scope, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None once it exceeds the limit (declared or actual)."""
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        message = f"request body too large: the limit is {self.max_body_bytes} bytes"
+        body = json.dumps(error_body(message, scope_correlation_id(scope))).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _ClientGone(Exception):
+    """The client disconnected before sending its whole body."""
+
+
+def _incoming_correlation_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == _CORRELATION_HEADER:
+            text = value.decode("latin-1").strip()
+            return text if _SANE_CORRELATION_ID.fullmatch(text) else None
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive() that yields the buffered body once, then defers to the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -20,6 +20,7 @@ from toolbridge_api.entities import ENTITIES
 from toolbridge_api.errors import install_error_handlers
 from toolbridge_api.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from toolbridge_api.routes import health, sync
+from toolbridge_api.routes.delta import delta_router
 from toolbridge_api.routes.entities import entity_router
 from toolbridge_api.routes.health import server_version
 from toolbridge_api.security import (
@@ -106,6 +107,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(sync.router)
     for entity in ENTITIES:
         app.include_router(entity_router(entity))
+        app.include_router(delta_router(entity))
     _document_400_not_422(app)
     return app
 

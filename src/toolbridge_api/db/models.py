@@ -1,4 +1,4 @@
-"""The database schema: entity rows (all five entities in one table), sync sessions and
+"""The database schema: entity rows (every entity in one table), sync sessions and
 per-user epochs. Every row is keyed by (tenant_id, user_id) first."""
 
 from __future__ import annotations
@@ -41,26 +41,36 @@ class Base(DeclarativeBase):
 
 _SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
+UID_TYPE = String(36).with_variant(String(36, collation="C"), "postgresql")
+"""Lowercase canonical UUIDs, compared byte by byte on every database (PostgreSQL would
+otherwise use the database's collation), so (updated time, uid) order is the original's."""
+
 
 class EntityRow(Base):
-    """One item of any entity; ``seq`` gives list pagination a stable, gap-tolerant order."""
+    """One item of any entity. Sync order is (``updated_at_ms``, ``uid``), as the original:
+    a cursor names a position in it. ``updated_at``/``deleted_at`` hold the same times as
+    datetimes (for the sync state); ``seq`` is only the primary key."""
 
     __tablename__ = "entity_rows"
     __table_args__ = (
         Index(None, "tenant_id", "user_id", "entity", "uid", unique=True),
-        Index(None, "tenant_id", "user_id", "entity", "seq"),
+        Index(None, "tenant_id", "user_id", "entity", "updated_at_ms", "uid"),
     )
 
     seq: Mapped[int] = mapped_column(_SEQ, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(255))
     user_id: Mapped[str] = mapped_column(String(255))
     entity: Mapped[str] = mapped_column(String(32))
-    uid: Mapped[str] = mapped_column(String(36))
+    uid: Mapped[str] = mapped_column(UID_TYPE)
     version: Mapped[int] = mapped_column(Integer)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+    """Milliseconds since the epoch: the REST write's server time, or the pushed updatedTs."""
+    deleted_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Set for a tombstone; NULL for a live item."""
 
 
 class SyncSession(Base):

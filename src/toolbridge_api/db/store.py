@@ -1,26 +1,40 @@
 """The only code that reads and writes rows. Every statement is scoped by the caller's
-(tenant_id, user_id), so no route can reach another tenant's or user's data."""
+(tenant_id, user_id), so no route can reach another tenant's or user's data.
+
+Items are kept as the original API keeps them: ordered by (updated milliseconds, uid), a
+version that grows by exactly one per change, a tombstone time for soft-deleted items. REST
+writes and delta-sync pushes go through the same rows; every write of one user holds that
+user's write lock until it commits, so versions stay exact and a user's server-timed writes
+commit in time order.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, text, update
+from sqlalchemy import ColumnElement, and_, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from toolbridge_api.db.models import EntityRow
+from toolbridge_api.entities import Entity, Incoming, InvalidItem, Parent, canonical_uid, parent_of
 from toolbridge_api.security import Principal
+from toolbridge_common.contract import format_ms, stamp_payload
 
-_CAS_ATTEMPTS = 20
+Change = Callable[[dict[str, Any]], dict[str, Any] | None]
+"""An item's new payload (before the server stamps it) from its current one, or None when
+nothing changes. It runs inside the write transaction, after the item was found live, and
+may raise to refuse the write (nothing is written then)."""
 
-Change = Callable[[dict[str, Any], datetime], dict[str, Any]]
-"""Computes an item's new payload from its current one and the time of the change."""
+TASK_LIST_KEY = "taskListUid"
+"""The key of a task's payload that names its task list (cleared when the list is deleted)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class StoreError(Exception):
@@ -32,7 +46,11 @@ class NotFound(StoreError):
 
 
 class Gone(StoreError):
-    """The item was soft-deleted."""
+    """The item was soft-deleted (at ``deleted_ms``)."""
+
+    def __init__(self, deleted_ms: int = 0) -> None:
+        super().__init__("the item was deleted")
+        self.deleted_ms = deleted_ms
 
 
 class VersionMismatch(StoreError):
@@ -40,6 +58,7 @@ class VersionMismatch(StoreError):
 
     def __init__(self, expected: int, current: int) -> None:
         super().__init__(f"version mismatch: If-Match is {expected}, current version is {current}")
+        self.expected = expected
         self.current = current
 
 
@@ -47,30 +66,57 @@ class Contended(StoreError):
     """Concurrent writers kept winning; the client should retry."""
 
 
+class Refused(StoreError):
+    """The item cannot be stored as sent (its parent is missing, deleted or malformed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     uid: str
     version: int
-    updated_at: datetime
-    deleted_at: datetime | None
+    updated_ms: int
+    deleted_ms: int | None
     payload: dict[str, Any]
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_ms is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """One push item's outcome: the row as stored (also for a stale push, which changes
+    nothing), or ``error`` and what is known of the item."""
+
+    uid: str
+    version: int
+    updated_ms: int | None
+    error: str | None = None
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def ms_datetime(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
 _ITEM_COLUMNS = (
     EntityRow.uid,
     EntityRow.version,
-    EntityRow.updated_at,
-    EntityRow.deleted_at,
+    EntityRow.updated_at_ms,
+    EntityRow.deleted_at_ms,
     EntityRow.payload,
 )
 
 
 def _item(row: Any) -> Item:
-    return Item(row.uid, row.version, row.updated_at, row.deleted_at, dict(row.payload))
+    return Item(row.uid, row.version, row.updated_at_ms, row.deleted_at_ms, dict(row.payload))
 
 
 def _owned(principal: Principal, entity: str) -> ColumnElement[bool]:
@@ -79,6 +125,13 @@ def _owned(principal: Principal, entity: str) -> ColumnElement[bool]:
         EntityRow.user_id == principal.user_id,
         EntityRow.entity == entity,
     )
+
+
+def _payload_uid(payload: dict[str, Any], uid: str) -> str:
+    """The uid a stamped payload carries: the client's own spelling when it names this item
+    (kept verbatim, as the original does), else the canonical one."""
+    own = payload.get("uid")
+    return own if isinstance(own, str) and canonical_uid(own) == uid else uid
 
 
 class Store:
@@ -97,22 +150,32 @@ class Store:
     async def _writing(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction. SQLite allows one writer at a time and makes the others poll
         with growing sleeps, so this process queues its own writers instead; the busy
-        timeout still covers writers in other processes."""
+        timeout still covers writers in other processes. ``BEGIN IMMEDIATE`` takes SQLite's
+        write lock before the first read, so what a transaction reads stays true until it
+        commits, also against writers in other processes."""
         if self._write_lock is None:
             async with self.engine.begin() as conn:
                 yield conn
             return
         async with self._write_lock, self.engine.begin() as conn:
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _user_writing(self, principal: Principal) -> AsyncIterator[AsyncConnection]:
+        """A write transaction holding the caller's write lock (see :meth:`serialise_user`)."""
+        async with self._writing() as conn:
+            await self.serialise_user(conn, principal)
             yield conn
 
     @staticmethod
-    async def _serialise_inserts(conn: AsyncConnection, principal: Principal) -> None:
-        """PostgreSQL hands out ``seq`` values at insert but transactions may commit in
-        another order, so a client paging by ``seq`` could pass a row that commits later
-        with a lower number. Holding a per-user lock until commit makes each user's rows
-        commit in ``seq`` order; lists are per user, so that is the order that matters.
-        A hash collision only serialises two users' inserts. (SQLite has one writer at a
-        time.)"""
+    async def serialise_user(conn: AsyncConnection, principal: Principal) -> None:
+        """Holds a per-user lock until ``conn``'s transaction ends (PostgreSQL; SQLite has one
+        writer at a time anyway). Item writes take it first, so one user's writes run one
+        after another: each reads what the previous one committed (versions grow by exactly
+        one, a parent checked is still there at commit), and server-timed writes commit in
+        the order of their times, so a client paging by (time, uid) never passes a row that
+        commits later with an earlier time. A hash collision only serialises two users."""
         if conn.dialect.name == "postgresql":
             tenant, user = func.hashtext(principal.tenant_id), func.hashtext(principal.user_id)
             await conn.execute(select(func.pg_advisory_xact_lock(tenant, user)))
@@ -122,102 +185,229 @@ class Store:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
+    # --- reading --------------------------------------------------------------------------
+
     async def list_items(
         self,
         principal: Principal,
         entity: str,
         *,
-        after: int,
+        after: tuple[int, str] | None,
         limit: int,
         include_deleted: bool,
-    ) -> tuple[Sequence[Item], int | None]:
-        """One page in insertion order and, if more follow, the position to continue after."""
+    ) -> Sequence[Item]:
+        """Up to ``limit`` items in (updated time, uid) order, after the position ``after``
+        (a decoded cursor) if given; tombstones only with ``include_deleted``."""
         statement = (
-            select(EntityRow.seq, *_ITEM_COLUMNS)
-            .where(_owned(principal, entity), EntityRow.seq > after)
-            .order_by(EntityRow.seq)
-            .limit(limit + 1)
+            select(*_ITEM_COLUMNS)
+            .where(_owned(principal, entity))
+            .order_by(EntityRow.updated_at_ms, EntityRow.uid)
+            .limit(limit)
         )
+        if after is not None:
+            position = tuple_(EntityRow.updated_at_ms, EntityRow.uid)
+            statement = statement.where(
+                position
+                > tuple_(literal(after[0], EntityRow.updated_at_ms.type), literal(after[1]))
+            )
         if not include_deleted:
-            statement = statement.where(EntityRow.deleted_at.is_(None))
+            statement = statement.where(EntityRow.deleted_at_ms.is_(None))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(statement)).all()
-        page = rows[:limit]
-        more = len(rows) > limit
-        return [_item(row) for row in page], (page[-1].seq if more else None)
-
-    async def create_item(self, principal: Principal, entity: str, payload: dict[str, Any]) -> Item:
-        now = utcnow()
-        item = Item(str(uuid.uuid4()), 1, now, None, payload)
-        async with self._writing() as conn:
-            await self._serialise_inserts(conn, principal)
-            await conn.execute(
-                insert(EntityRow).values(
-                    tenant_id=principal.tenant_id,
-                    user_id=principal.user_id,
-                    entity=entity,
-                    uid=item.uid,
-                    version=item.version,
-                    payload=payload,
-                    created_at=now,
-                    updated_at=now,
-                    deleted_at=None,
-                )
-            )
-        return item
+        return [_item(row) for row in rows]
 
     async def get_item(self, principal: Principal, entity: str, uid: str) -> Item | None:
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(*_ITEM_COLUMNS).where(_owned(principal, entity), EntityRow.uid == uid)
-                )
-            ).one_or_none()
+            return await self._current(conn, principal, entity, uid)
+
+    @staticmethod
+    async def _current(
+        conn: AsyncConnection, principal: Principal, entity: str, uid: str
+    ) -> Item | None:
+        row = (
+            await conn.execute(
+                select(*_ITEM_COLUMNS).where(_owned(principal, entity), EntityRow.uid == uid)
+            )
+        ).one_or_none()
         return None if row is None else _item(row)
 
-    async def change_item(
+    # --- REST writes ----------------------------------------------------------------------
+
+    async def write_item(
         self,
         principal: Principal,
-        entity: str,
+        kind: Entity,
         uid: str,
         change: Change | None,
         *,
+        create: bool = False,
         expected_version: int | None = None,
     ) -> Item:
-        """Applies ``change`` to a live item, or soft-deletes it when ``change`` is None.
+        """A REST write, as the original's mutation engine does it, in one transaction.
 
-        Compare-and-set on the version read, so concurrent writers each bump it by exactly
-        one: with ``expected_version`` (If-Match) a lost race is a :class:`VersionMismatch`,
-        without it the change is recomputed on the newer payload.
+        ``change`` computes the new payload from the current one (``{}`` when creating);
+        None soft-deletes the item. Without ``create`` the item must exist (else
+        :class:`NotFound`) and be live (else :class:`Gone`); with it, an existing item of
+        that uid is updated and a tombstone comes back to life. ``expected_version`` is
+        If-Match (:class:`VersionMismatch`). The item's time is now, or one millisecond
+        after its previous time if the clock has not passed that; its version grows by one;
+        the payload is stamped with ``uid``, ``updatedTs`` and ``sync``. A comment's or a
+        message's parent must be a live item of this user (:class:`Refused`).
         """
-        for _ in range(_CAS_ATTEMPTS):
-            current = await self.get_item(principal, entity, uid)
-            if current is None:
-                raise NotFound
-            if current.deleted_at is not None:
-                raise Gone
-            if expected_version is not None and current.version != expected_version:
+        async with self._user_writing(principal) as conn:
+            current = await self._current(conn, principal, kind.name, uid)
+            if not create:
+                if current is None:
+                    raise NotFound(f"{kind.label} not found: {uid}")
+                if current.deleted_ms is not None:
+                    raise Gone(current.deleted_ms)
+            old = {} if current is None else current.payload
+            payload = old if change is None else change(old)
+            if current is not None and expected_version not in (None, current.version):
+                assert expected_version is not None
                 raise VersionMismatch(expected_version, current.version)
-            now = utcnow()
-            values: dict[str, Any] = {"version": current.version + 1, "updated_at": now}
-            if change is None:
-                values["deleted_at"] = now
-            else:
-                values["payload"] = change(current.payload, now)
-            async with self._writing() as conn:
-                row = (
-                    await conn.execute(
-                        update(EntityRow)
-                        .where(
-                            _owned(principal, entity),
-                            EntityRow.uid == uid,
-                            EntityRow.version == current.version,
-                            EntityRow.deleted_at.is_(None),
-                        )
-                        .values(**values)
-                        .returning(*_ITEM_COLUMNS)
-                    )
-                ).one_or_none()
-            if row is not None:
-                return _item(row)
-        raise Contended("the item is being changed by many writers at once; retry")
+            if payload is None:
+                assert current is not None
+                return current
+            if change is not None:
+                await self._check_parent(conn, principal, kind, payload)
+            now = now_ms()
+            updated_ms = now if current is None else max(now, current.updated_ms + 1)
+            version = 1 if current is None else current.version + 1
+            deleted_ms = updated_ms if change is None else None
+            stamped = stamp_payload(
+                payload,
+                uid=_payload_uid(payload, uid),
+                updated_ms=updated_ms,
+                version=version,
+                deleted_ms=deleted_ms,
+            )
+            item = Item(uid, version, updated_ms, deleted_ms, stamped)
+            await self._store(conn, principal, kind.name, item, exists=current is not None)
+            if change is None and kind.name == "task_lists":
+                await self._orphan_tasks(conn, principal, uid)
+        return item
+
+    async def _check_parent(
+        self, conn: AsyncConnection, principal: Principal, kind: Entity, payload: dict[str, Any]
+    ) -> None:
+        try:
+            parent = parent_of(kind, payload)
+        except InvalidItem as invalid:
+            ref = kind.parent
+            assert ref is not None
+            keys = ref.key if ref.type_key is None else f"{ref.type_key} and {ref.key}"
+            raise Refused(f"{invalid}: a {kind.label} needs {keys} naming a live item") from None
+        if parent is not None and not await self._live(conn, principal, parent):
+            raise Refused(
+                f"parent {parent.label} not found: {parent.uid} (it must be a live"
+                f" {parent.label} of yours)"
+            )
+
+    async def _live(self, conn: AsyncConnection, principal: Principal, parent: Parent) -> bool:
+        row = await conn.execute(
+            select(EntityRow.seq).where(
+                _owned(principal, parent.entity),
+                EntityRow.uid == parent.uid,
+                EntityRow.deleted_at_ms.is_(None),
+            )
+        )
+        return row.first() is not None
+
+    async def _store(
+        self, conn: AsyncConnection, principal: Principal, entity: str, item: Item, *, exists: bool
+    ) -> None:
+        values: dict[str, Any] = {
+            "version": item.version,
+            "payload": item.payload,
+            "updated_at": ms_datetime(item.updated_ms),
+            "updated_at_ms": item.updated_ms,
+            "deleted_at": None if item.deleted_ms is None else ms_datetime(item.deleted_ms),
+            "deleted_at_ms": item.deleted_ms,
+        }
+        if exists:
+            await conn.execute(
+                update(EntityRow)
+                .where(_owned(principal, entity), EntityRow.uid == item.uid)
+                .values(**values)
+            )
+            return
+        await conn.execute(
+            insert(EntityRow).values(
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                entity=entity,
+                uid=item.uid,
+                created_at=utcnow(),
+                **values,
+            )
+        )
+
+    async def _orphan_tasks(self, conn: AsyncConnection, principal: Principal, uid: str) -> None:
+        """A deleted task list's live tasks lose their ``taskListUid``, each as a change of
+        its own (version + 1, a new time), as the original does."""
+        rows = (
+            await conn.execute(
+                select(*_ITEM_COLUMNS).where(
+                    _owned(principal, "tasks"),
+                    EntityRow.deleted_at_ms.is_(None),
+                    EntityRow.payload[TASK_LIST_KEY].as_string() == uid,
+                )
+            )
+        ).all()
+        for task in map(_item, rows):
+            updated_ms = max(now_ms(), task.updated_ms + 1)
+            version = task.version + 1
+            payload = {k: v for k, v in task.payload.items() if k != TASK_LIST_KEY}
+            stamped = stamp_payload(
+                payload,
+                uid=_payload_uid(payload, task.uid),
+                updated_ms=updated_ms,
+                version=version,
+                deleted_ms=None,
+            )
+            when = stamped["updatedTs"]
+            stamped["updatedAt"] = stamped["updateTime"] = stamped["sync"]["updatedAt"] = when
+            item = Item(task.uid, version, updated_ms, None, stamped)
+            await self._store(conn, principal, "tasks", item, exists=True)
+
+    # --- delta sync -----------------------------------------------------------------------
+
+    async def push(
+        self, principal: Principal, kind: Entity, items: Sequence[Incoming | str]
+    ) -> list[PushResult]:
+        """Applies pushed items in order, in one transaction, last writer wins: an item is
+        stored only if its time is strictly newer than the stored one's (a new item gets
+        version max(its sync.version, 1), a newer one the stored version + 1); an older or
+        equal one changes nothing. Payloads are stored exactly as sent. A string in
+        ``items`` is an item that could not be read (its result carries that error)."""
+        results: list[PushResult] = []
+        async with self._user_writing(principal) as conn:
+            for item in items:
+                if isinstance(item, str):
+                    results.append(PushResult("", 0, None, item))
+                else:
+                    results.append(await self._push_one(conn, principal, kind, item))
+        return results
+
+    async def _push_one(
+        self, conn: AsyncConnection, principal: Principal, kind: Entity, item: Incoming
+    ) -> PushResult:
+        if item.problem is not None:
+            return PushResult(item.uid, item.version, item.updated_ms, item.problem)
+        parent = item.parent if item.deleted_ms is None else None
+        if parent is not None and not await self._live(conn, principal, parent):
+            error = f"parent {parent.label} not found: {parent.uid}"
+            return PushResult(item.uid, item.version, item.updated_ms, error)
+        current = await self._current(conn, principal, kind.name, item.uid)
+        if current is not None and item.updated_ms <= current.updated_ms:
+            return PushResult(current.uid, current.version, current.updated_ms)
+        version = max(item.version, 1) if current is None else current.version + 1
+        stored = Item(item.uid, version, item.updated_ms, item.deleted_ms, item.payload)
+        await self._store(conn, principal, kind.name, stored, exists=current is not None)
+        return PushResult(stored.uid, stored.version, stored.updated_ms)
+
+
+def format_item_time(ms: int | None) -> str:
+    """An item time as the original writes it (``""`` when there is none)."""
+    return "" if ms is None else format_ms(ms)

@@ -1,29 +1,62 @@
-"""One router factory for every entity in :data:`toolbridge_api.entities.ENTITIES`."""
+"""One router factory for every entity of the contract (:data:`toolbridge_api.entities.ENTITIES`):
+the REST routes with the original API's semantics (docs/adr/0004-original-contract.md)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
+import contextlib
+import json
 import math
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Response
-from pydantic import Field, create_model
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, ValidationError, create_model
 from pydantic_core import to_json
 
-from toolbridge_api.db.store import Change, Item
-from toolbridge_api.entities import ARCHIVE, Entity
+from toolbridge_api.db.store import Gone, Item, NotFound, Refused, VersionMismatch
+from toolbridge_api.entities import Entity, canonical_uid
 from toolbridge_api.errors import ApiError
 from toolbridge_api.routes.context import StoreDep, SyncedCaller
 from toolbridge_api.routes.models import ItemOut, ItemPage, ProcessIn, error_responses
+from toolbridge_common.contract import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    decode_cursor,
+    encode_cursor,
+    format_ms,
+)
 
-DEFAULT_LIMIT = 500
-MAX_LIMIT = 1000
-_CURSOR_PREFIX = "s:"
+DEFAULT_LIMIT = DEFAULT_LIST_LIMIT
+MAX_LIMIT = MAX_LIST_LIMIT
+MAX_PAYLOAD_DEPTH = 64
+IGNORED_PATCH_KEYS = frozenset({"uid", "sync"})
+"""Top-level keys a PATCH cannot change (the server owns them), as in the original."""
 
-Payload = Annotated[dict[str, Any], Body(description="The item's payload: a JSON object.")]
+_BODY_AFTER_LOOKUP = frozenset({"task_lists", "task_list_categories"})
+"""Entities whose ``process`` looks the item up before reading the body (the original's
+handlers for these two do it in that order: 404/410 win over a malformed body)."""
+
+Limit = Annotated[
+    int,
+    Query(
+        ge=1,
+        description=f"Page size: {DEFAULT_LIST_LIMIT} if absent; larger than {MAX_LIST_LIMIT}"
+        f" is read as {MAX_LIST_LIMIT}.",
+    ),
+]
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="The nextCursor of a previous page (of this API or the original's).",
+    ),
+]
+IncludeDeleted = Annotated[
+    Literal["true", "false"],
+    Query(alias="includeDeleted", description="true: soft-deleted items too."),
+]
 IfMatch = Annotated[
     str | None,
     Header(
@@ -33,8 +66,18 @@ IfMatch = Annotated[
 ]
 Uid = uuid.UUID
 
+_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": True}
 
-MAX_PAYLOAD_DEPTH = 64
+
+def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """OpenAPI for a JSON body the route reads itself (to check it in the original's order)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
 
 
 def checked_json(value: Any, where: str) -> Any:
@@ -69,21 +112,60 @@ def _check_text(text: str, where: str) -> None:
         raise ApiError(400, f"{where} contains invalid Unicode (a lone surrogate)") from None
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+def _invalid(kind: str, msg: str, loc: tuple[Any, ...] = ("body",), **extra: Any) -> Exception:
+    return RequestValidationError([{"type": kind, "loc": loc, "msg": msg, "input": None, **extra}])
 
 
-def decode_cursor(cursor: str) -> int:
-    """The position a cursor continues after; 400 for anything this server did not issue."""
+def read_json(raw: bytes) -> Any:
+    """The JSON value of a request body; 400 (as FastAPI words it) if there is none."""
+    if not raw.strip():
+        raise _invalid("missing", "Field required")
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    number = text.removeprefix(_CURSOR_PREFIX)
-    valid = number.isascii() and number.isdigit() and len(number) <= 18
-    if not text.startswith(_CURSOR_PREFIX) or not valid:
+        return json.loads(raw)
+    except ValueError as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "the body is not UTF-8"
+        position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+        raise _invalid(
+            "json_invalid", "JSON decode error", ("body", position), ctx={"error": detail}
+        ) from None
+
+
+def read_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (checked with :func:`checked_json`)."""
+    value = read_json(raw)
+    if not isinstance(value, dict):
+        raise _invalid("dict_type", "Input should be a valid dictionary")
+    result: dict[str, Any] = checked_json(value, "body")
+    return result
+
+
+def read_process(raw: bytes) -> ProcessIn:
+    """A ``process`` body: ``{"action": str, "metadata": object}``, nothing else."""
+    value = checked_json(read_json(raw), "body")
+    try:
+        return ProcessIn.model_validate(value)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+def clamp_limit(limit: int) -> int:
+    return min(limit, MAX_LIST_LIMIT)
+
+
+def parse_cursor(cursor: str | None) -> tuple[int, str] | None:
+    """The position a cursor continues after (None: the beginning); 400 if it is no cursor."""
+    if cursor is None:
+        return None
+    position = decode_cursor(cursor)
+    if position is None:
         raise ApiError(400, "cursor is invalid: pass the nextCursor of a previous page as is")
-    return int(number)
+    return position
+
+
+def next_cursor(items: list[Item]) -> str | None:
+    """The cursor after the last item of a page; None for an empty page (the end)."""
+    return encode_cursor(items[-1].updated_ms, items[-1].uid) if items else None
 
 
 def parse_if_match(value: str | None) -> int | None:
@@ -97,93 +179,136 @@ def parse_if_match(value: str | None) -> int | None:
     return int(text)
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396 JSON merge patch: objects merge recursively, null removes a key."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def _json(item: Item) -> dict[str, Any]:
-    return {
+def item_json(item: Item) -> dict[str, Any]:
+    """An item as the original answers it: ``deletedAt`` only when deleted."""
+    body: dict[str, Any] = {
         "uid": item.uid,
         "version": item.version,
-        "updatedAt": item.updated_at,
-        "deletedAt": item.deleted_at,
-        "payload": item.payload,
+        "updatedAt": format_ms(item.updated_ms),
     }
+    if item.deleted_ms is not None:
+        body["deletedAt"] = format_ms(item.deleted_ms)
+    body["payload"] = item.payload
+    return body
+
+
+def json_response(
+    body: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """``body`` serialised directly: the response models document the shape, re-validating
+    what the store just returned would only cost time."""
+    return Response(
+        to_json(body), status_code=status_code, media_type="application/json", headers=headers
+    )
 
 
 def _answer(item: Item, status_code: int = 200) -> Response:
-    """The item as JSON with its version as ETag. Serialised directly: the response models
-    document the shape, re-validating what the store just returned would only cost time."""
-    return Response(
-        to_json(_json(item)),
-        status_code=status_code,
-        media_type="application/json",
-        headers={"ETag": f'"{item.version}"'},
+    """The item as JSON with its version as ETag."""
+    return json_response(item_json(item), status_code, {"ETag": f'"{item.version}"'})
+
+
+def _gone(kind: Entity, uid: str, deleted_ms: int, *, already: bool = False) -> ApiError:
+    what = "already deleted" if already else "deleted"
+    hint = "" if already else " (GET with includeDeleted=true still shows it)"
+    return ApiError(
+        410, f"{kind.label} {what}: {uid}{hint}", extra={"deletedAt": format_ms(deleted_ms)}
     )
 
 
-def _process_model(entity: Entity) -> type[ProcessIn]:
+@contextlib.contextmanager
+def _answers(kind: Entity, uid: str, *, deleting: bool = False) -> Iterator[None]:
+    """Turns the store's refusals into this entity's error answers."""
+    try:
+        yield
+    except NotFound:
+        raise ApiError(404, f"{kind.label} not found: {uid}") from None
+    except Gone as gone:
+        raise _gone(kind, uid, gone.deleted_ms, already=deleting) from None
+    except VersionMismatch as mismatch:
+        raise ApiError(
+            412,
+            f"version mismatch: If-Match is {mismatch.expected}, current version is"
+            f" {mismatch.current}",
+            extra={"version": mismatch.current},
+        ) from None
+    except Refused as refused:
+        raise ApiError(400, str(refused)) from None
+
+
+def _client_uid(body: dict[str, Any]) -> str:
+    """The uid a create keeps: the client's (a UUID) or, if it sent none, a new one."""
+    raw = body.get("uid")
+    if raw is None:
+        return str(uuid.uuid4())
+    uid = canonical_uid(raw)
+    if uid is None:
+        raise ApiError(400, "uid must be a UUID string, or left out for the server to choose one")
+    return uid
+
+
+def _process_schema(kind: Entity) -> dict[str, Any]:
     """``ProcessIn`` whose ``action`` lists this entity's actions in the schema (as an enum)
     while validation stays with the route, which answers with the valid actions."""
-    return create_model(
-        f"{entity.title.title().replace(' ', '')}Process",
+    model = create_model(
+        f"{kind.singular.title().replace('_', '')}Process",
         __base__=ProcessIn,
         action=(
             str,
-            Field(description=ProcessIn.ACTION, json_schema_extra={"enum": [*entity.actions]}),
+            Field(description=ProcessIn.ACTION, json_schema_extra={"enum": [*kind.actions]}),
         ),
     )
+    return model.model_json_schema()
 
 
-def entity_router(entity: Entity) -> APIRouter:
+def entity_router(kind: Entity) -> APIRouter:
     """The REST routes of one entity: list, create, get, replace, patch, delete, archive,
     process. Every route needs a valid sync session and epoch, and sees only the caller's
     items (others' uids are 404, never 403, so they cannot be probed)."""
-    name = entity.name
+    name = kind.name
     router = APIRouter(
-        prefix=f"/v1/{name}",
+        prefix=kind.path,
         tags=[name],
         responses=error_responses(400, 401, 403, 404, 409, 410, 412, 413, 428, 429, 503),
     )
-    valid_actions = ", ".join(entity.actions)
+    valid_actions = ", ".join(kind.actions)
 
     @router.get("", response_model=ItemPage, operation_id=f"list_{name}", summary=f"List {name}")
     async def list_items(
         caller: SyncedCaller,
         store: StoreDep,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-        cursor: Annotated[str | None, Query(max_length=200)] = None,
-        include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
+        limit: Limit = DEFAULT_LIST_LIMIT,
+        cursor: Cursor = None,
+        include_deleted: IncludeDeleted = "false",
     ) -> Response:
-        after = decode_cursor(cursor) if cursor else 0
-        items, last = await store.list_items(
-            caller, name, after=after, limit=limit, include_deleted=include_deleted
+        """A page in (updated time, uid) order: an item changed later moves to the end."""
+        items = list(
+            await store.list_items(
+                caller,
+                name,
+                after=parse_cursor(cursor),
+                limit=clamp_limit(limit),
+                include_deleted=include_deleted == "true",
+            )
         )
-        page = {
-            "items": [_json(item) for item in items],
-            "nextCursor": None if last is None else encode_cursor(last),
-        }
-        return Response(to_json(page), media_type="application/json")
+        page: dict[str, Any] = {"items": [item_json(item) for item in items]}
+        if (following := next_cursor(items)) is not None:
+            page["nextCursor"] = following
+        return json_response(page)
 
     @router.post(
         "",
         status_code=201,
         response_model=ItemOut,
         operation_id=f"create_{name}",
-        summary=f"Create {name}",
+        summary=f"Create {name} (a client uid is kept; an existing uid is updated)",
+        openapi_extra=_json_body(_OBJECT_SCHEMA, "The item's payload: a JSON object."),
     )
-    async def create_item(caller: SyncedCaller, store: StoreDep, payload: Payload) -> Response:
-        checked_json(payload, "body")
-        return _answer(await store.create_item(caller, name, payload), 201)
+    async def create_item(caller: SyncedCaller, store: StoreDep, request: Request) -> Response:
+        body = read_object(await request.body())
+        uid = _client_uid(body)
+        with _answers(kind, uid):
+            item = await store.write_item(caller, kind, uid, lambda _old: body, create=True)
+        return _answer(item, 201)
 
     @router.get(
         "/{uid}", response_model=ItemOut, operation_id=f"get_{name}", summary=f"Get one of {name}"
@@ -192,25 +317,13 @@ def entity_router(entity: Entity) -> APIRouter:
         caller: SyncedCaller,
         store: StoreDep,
         uid: Uid,
-        include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
+        include_deleted: IncludeDeleted = "false",
     ) -> Response:
         item = await store.get_item(caller, name, str(uid))
         if item is None:
-            raise ApiError(404, f"no such item in {name}: {uid}")
-        if item.deleted_at is not None and not include_deleted:
-            raise ApiError(410, f"the item was deleted (add includeDeleted=true to see it): {uid}")
-        return _answer(item)
-
-    async def change(
-        caller: SyncedCaller,
-        store: StoreDep,
-        uid: uuid.UUID,
-        how: Change | None,
-        if_match: str | None = None,
-    ) -> Response:
-        item = await store.change_item(
-            caller, name, str(uid), how, expected_version=parse_if_match(if_match)
-        )
+            raise ApiError(404, f"{kind.label} not found: {uid}")
+        if item.deleted_ms is not None and include_deleted != "true":
+            raise _gone(kind, str(uid), item.deleted_ms)
         return _answer(item)
 
     @router.put(
@@ -218,37 +331,51 @@ def entity_router(entity: Entity) -> APIRouter:
         response_model=ItemOut,
         operation_id=f"replace_{name}",
         summary=f"Replace one of {name}",
+        openapi_extra=_json_body(_OBJECT_SCHEMA, "The item's new payload: a JSON object."),
     )
     async def replace_item(
-        caller: SyncedCaller,
-        store: StoreDep,
-        uid: Uid,
-        payload: Payload,
-        if_match: IfMatch = None,
+        caller: SyncedCaller, store: StoreDep, uid: Uid, request: Request, if_match: IfMatch = None
     ) -> Response:
-        checked_json(payload, "body")
-        return await change(caller, store, uid, lambda _old, _now: payload, if_match)
+        expected = parse_if_match(if_match)
+        raw = await request.body()
+
+        def replaced(_old: dict[str, Any]) -> dict[str, Any]:
+            return {**read_object(raw), "uid": str(uid)}
+
+        with _answers(kind, str(uid)):
+            item = await store.write_item(
+                caller, kind, str(uid), replaced, expected_version=expected
+            )
+        return _answer(item)
 
     @router.patch(
         "/{uid}",
         response_model=ItemOut,
         operation_id=f"patch_{name}",
-        summary=f"Merge-patch one of {name} (RFC 7396: null removes a key)",
+        summary=f"Patch one of {name}: each top-level key replaces the stored one",
+        openapi_extra=_json_body(
+            _OBJECT_SCHEMA,
+            "Top-level keys to set (null is stored as null; uid and sync are ignored)."
+            " An empty object changes nothing.",
+        ),
     )
     async def patch_item(
-        caller: SyncedCaller,
-        store: StoreDep,
-        uid: Uid,
-        patch: Payload,
-        if_match: IfMatch = None,
+        caller: SyncedCaller, store: StoreDep, uid: Uid, request: Request, if_match: IfMatch = None
     ) -> Response:
-        checked_json(patch, "body")
+        expected = parse_if_match(if_match)
+        raw = await request.body()
 
-        def merged(old: dict[str, Any], _now: datetime) -> dict[str, Any]:
-            result: dict[str, Any] = merge_patch(old, patch)
-            return result
+        def merged(old: dict[str, Any]) -> dict[str, Any] | None:
+            changes = {
+                key: value
+                for key, value in read_object(raw).items()
+                if key not in IGNORED_PATCH_KEYS
+            }
+            return {**old, **changes} if changes else None
 
-        return await change(caller, store, uid, merged, if_match)
+        with _answers(kind, str(uid)):
+            item = await store.write_item(caller, kind, str(uid), merged, expected_version=expected)
+        return _answer(item)
 
     @router.delete(
         "/{uid}",
@@ -257,36 +384,44 @@ def entity_router(entity: Entity) -> APIRouter:
         summary=f"Soft-delete one of {name}",
     )
     async def delete_item(
-        caller: SyncedCaller,
-        store: StoreDep,
-        uid: Uid,
-        if_match: IfMatch = None,
+        caller: SyncedCaller, store: StoreDep, uid: Uid, if_match: IfMatch = None
     ) -> Response:
-        return await change(caller, store, uid, None, if_match)
+        expected = parse_if_match(if_match)
+        with _answers(kind, str(uid), deleting=True):
+            item = await store.write_item(caller, kind, str(uid), None, expected_version=expected)
+        return _answer(item)
 
     @router.post(
         "/{uid}/archive",
         response_model=ItemOut,
         operation_id=f"archive_{name}",
-        summary=f"Archive one of {name}",
+        summary=f"Archive one of {name}: {kind.archive.about}",
     )
     async def archive_item(caller: SyncedCaller, store: StoreDep, uid: Uid) -> Response:
-        return await change(caller, store, uid, ARCHIVE.apply)
+        with _answers(kind, str(uid)):
+            item = await store.write_item(caller, kind, str(uid), kind.archive.apply)
+        return _answer(item)
 
+    @router.post(
+        "/{uid}/process",
+        response_model=ItemOut,
+        operation_id=f"process_{name}",
+        summary=f"Apply an action to one of {name}: {kind.action_help()}",
+        openapi_extra=_json_body(_process_schema(kind), "The action and optional metadata."),
+    )
     async def process_item(
-        caller: SyncedCaller, store: StoreDep, uid: Uid, body: ProcessIn
+        caller: SyncedCaller, store: StoreDep, uid: Uid, request: Request
     ) -> Response:
-        checked_json(body.metadata, "body.metadata")
-        action = entity.actions.get(body.action)
-        if action is None:
-            raise ApiError(
-                400,
-                f"unknown action {body.action[:64]!a} for {name}: "
-                f"valid actions are {valid_actions}",
-            )
+        raw = await request.body()
+        early = None if name in _BODY_AFTER_LOOKUP else read_process(raw)
 
-        def processed(old: dict[str, Any], now: datetime) -> dict[str, Any]:
-            result = action.apply(old, now)
+        def processed(old: dict[str, Any]) -> dict[str, Any]:
+            body = early or read_process(raw)
+            effect = kind.actions.get(body.action)
+            if effect is None:
+                refused = kind.unknown_action.format(action=body.action[:64])
+                raise ApiError(400, f"{refused} (valid actions for {name}: {valid_actions})")
+            result = effect.apply(old)
             result["lastAction"] = body.action
             if body.metadata is None:
                 result.pop("lastActionMetadata", None)
@@ -294,15 +429,8 @@ def entity_router(entity: Entity) -> APIRouter:
                 result["lastActionMetadata"] = body.metadata
             return result
 
-        return await change(caller, store, uid, processed)
-
-    # The body model of this entity documents its actions as an enum in the OpenAPI schema.
-    process_item.__annotations__["body"] = _process_model(entity)
-    router.post(
-        "/{uid}/process",
-        response_model=ItemOut,
-        operation_id=f"process_{name}",
-        summary=f"Apply an action to one of {name}: {valid_actions}",
-    )(process_item)
+        with _answers(kind, str(uid)):
+            item = await store.write_item(caller, kind, str(uid), processed)
+        return _answer(item)
 
     return router

@@ -44,18 +44,27 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 class ItemOut(BaseModel):
-    """One item. ``deletedAt`` is always present: null unless the item is soft-deleted."""
+    """One item, as the original API answers: ``deletedAt`` only when it is soft-deleted."""
 
     uid: uuid.UUID
-    version: int
-    updatedAt: datetime
-    deletedAt: datetime | None
-    payload: dict[str, Any]
+    version: int = Field(description="Grows by exactly one with every change.")
+    updatedAt: datetime = Field(description="RFC 3339, UTC, millisecond precision.")
+    deletedAt: datetime | None = Field(
+        default=None, description="Present only when the item is soft-deleted."
+    )
+    payload: dict[str, Any] = Field(
+        description="The item. REST writes stamp it with uid, updatedTs and sync"
+        " {version, isDeleted, deletedAt}; pushed payloads are stored as sent."
+    )
 
 
 class ItemPage(BaseModel):
     items: list[ItemOut]
-    nextCursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
+    nextCursor: str | None = Field(
+        default=None,
+        description="Present whenever the page has items: pass it as `cursor` for the next"
+        " page. Absent on an empty page, which is the end.",
+    )
 
 
 class ProcessIn(BaseModel):
@@ -68,6 +77,44 @@ class ProcessIn(BaseModel):
     action: str = Field(description=ACTION)
     metadata: dict[str, Any] | None = Field(
         default=None, description="Recorded in the payload as lastActionMetadata."
+    )
+
+
+class PushIn(BaseModel):
+    """Body of ``POST /v1/sync/{entity}/push``: items applied in order, in one transaction."""
+
+    items: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Each an item payload with uid (UUID), updatedTs (RFC 3339 or epoch ms;"
+        " updatedAt and updateTime are read too; none: the server's time) and optionally"
+        " sync {version, isDeleted, deletedAt}. An item is stored, exactly as sent, only if"
+        " its time is strictly newer than the stored one's (last writer wins).",
+    )
+
+
+class PushAck(BaseModel):
+    """The outcome of one pushed item, in the order of the items."""
+
+    uid: str = Field(description='The item\'s uid (lowercase), "" if it could not be read.')
+    version: int = Field(description="The stored version (for a stale push: the server's).")
+    updatedAt: str = Field(description='The stored time (RFC 3339), "" if unknown.')
+    error: str | None = Field(default=None, description="Present when the item was refused.")
+
+
+class Tombstone(BaseModel):
+    uid: uuid.UUID
+    deletedAt: datetime
+
+
+class PullOut(BaseModel):
+    """One page of changes in (updated time, uid) order."""
+
+    upserts: list[dict[str, Any]] = Field(description="Payloads of live items, as stored.")
+    deletes: list[Tombstone] = Field(description="Items deleted since the cursor.")
+    nextCursor: str | None = Field(
+        default=None,
+        description="Present whenever the page has rows: pass it as `cursor` to continue;"
+        " keep it to resume later (it is a high-water mark). Absent on an empty page.",
     )
 
 

@@ -27,6 +27,7 @@ from tests.mcp.conftest import (
 )
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
+from toolbridge_common import contract
 
 
 def _auth0_env(idp: IdP, api: ApiServer) -> dict[str, str]:
@@ -61,7 +62,7 @@ def _assert_clean(text: str, idp: IdP) -> None:
 async def test_stdio_server_in_auth0_mode(idp: IdP, api: ApiServer, tmp_path: Path) -> None:
     log = tmp_path / "stderr.log"
     async with Client(_stdio(_auth0_env(idp, api), tmp_path, log)) as client:
-        assert len(await client.list_tools()) == 41
+        assert len(await client.list_tools()) == 8 * len(contract.ENTITIES) + 1
         note = await call(client, idp, "create_note", title="over stdio", tags="a, b")
         got = await call(client, idp, "get_note", uid=note["uid"])
         health = await call(client, idp, "health_check")

@@ -21,7 +21,9 @@ from tests.mcp.conftest import (
     mcp_settings,
 )
 from tests.support.api import ApiServer
+from tests.support.api_stub import TenantRefusingApi
 from tests.support.idp import IdP, Reply
+from tests.support.server import ServerThread
 from toolbridge_mcp.server import create_server
 
 SESSIONS = ("POST", "/v1/sync/sessions")
@@ -43,16 +45,28 @@ def test_building_the_server_touches_no_network(idp: IdP, api: ApiServer) -> Non
     assert api.requests == 0
 
 
-async def test_version_conflict_gives_the_current_version(client: Client[Any], idp: IdP) -> None:
+async def test_version_conflict_gives_the_current_version(
+    client: Client[Any], idp: IdP, api: ApiServer
+) -> None:
     note = await call(client, idp, "create_note", title="v1")
     await call(client, idp, "patch_note", uid=note["uid"], title="v2")
     await call(client, idp, "patch_note", uid=note["uid"], title="v3")
-    message = await call_error(client, idp, "patch_note", uid=note["uid"], title="x", if_version=1)
+    api.reset_counters()
+    message = await call_error(client, idp, "patch_note", uid=note["uid"], title="x", if_match=1)
     assert "Version conflict" in message
-    assert "current version is 3" in message
-    assert "if_version=3" in message
-    retried = await call(client, idp, "patch_note", uid=note["uid"], title="x", if_version=3)
+    assert "at version 3" in message
+    assert "if_match=3" in message
+    assert "correlation id" in message
+    assert api.requests == 1  # the 412 says the version: no second GET to ask for it
+    retried = await call(client, idp, "patch_note", uid=note["uid"], title="x", if_match=3)
     assert retried["version"] == 4
+    message = await call_error(client, idp, "patch_note", uid=note["uid"], title="y", if_version=3)
+    assert "if_match=4" in message  # today's name for it still works
+    both = await call_error(
+        client, idp, "update_note", uid=note["uid"], title="z", if_match=4, if_version=3
+    )
+    assert "disagree" in both
+    assert (await call(client, idp, "get_note", uid=note["uid"]))["version"] == 4
 
 
 async def test_bad_request_carries_the_api_message(client: Client[Any], idp: IdP) -> None:
@@ -67,10 +81,45 @@ async def test_wrong_tenant_secret_names_the_tenant_settings(
     server = start_mcp(tenant_header_secret="not-the-tenant-secret")
     async with Client(server.url) as client:
         message = await call_error(client, idp, "list_notes")
-    assert "HTTP 403" in message
+    assert "HTTP 401" in message  # as the Go API answers every tenant-header failure
     assert "TOOLBRIDGE_TENANT_ID" in message
     assert "TOOLBRIDGE_TENANT_HEADER_SECRET" in message
+    assert "TOOLBRIDGE_AUTH0_AUDIENCE" in message  # the other suspect
     assert "not-the-tenant-secret" not in message
+
+
+async def test_the_go_apis_tenant_401_costs_one_token_refetch_and_names_both_suspects(
+    idp: IdP, start_mcp: ServerFactory
+) -> None:
+    """The Go API answers a tenant-header failure with a plain-text 401 and no challenge,
+    exactly as it answers a token it refuses. The client-credentials auth refetches once on
+    a 401 and then cools down: calls after that must not fetch tokens in a loop."""
+    refusing = TenantRefusingApi()
+    with ServerThread(refusing, name="go-api-tenant-401") as go_api:
+        server = start_mcp(api_url=go_api.url)
+        assert len(idp.requests) == 1  # the startup token
+        async with Client(server.url) as client:
+            first = await call_error(client, idp, "list_notes")
+            for tool in ("get_note", "create_task", "list_chats"):
+                arguments = {"title": "t"} if tool == "create_task" else {}
+                if tool == "get_note":
+                    arguments = {"uid": str(uuid.uuid4())}
+                await call_error(client, idp, tool, **arguments)
+    assert len(idp.requests) == 2  # startup, then one refetch after the first 401
+    # The first call: the session request, its resend with the refetched token; then one
+    # request per call. Every attempt carried its own valid tenant signature.
+    assert [path for _, path, _ in refusing.requests] == [SESSIONS[1]] * 5
+    stamps = [headers["x-tb-timestamp"] for _, _, headers in refusing.requests]
+    assert all(headers["x-tb-tenant-id"] == TENANT_ID for _, _, headers in refusing.requests)
+    assert len(stamps) == 5
+    assert "Unauthorized: invalid tenant headers" in first
+    for setting in (
+        "TOOLBRIDGE_TENANT_HEADER_SECRET",
+        "TOOLBRIDGE_TENANT_ID",
+        "TOOLBRIDGE_AUTH0_AUDIENCE",
+    ):
+        assert setting in first
+    assert "issuer" in first
 
 
 async def test_unreachable_api_is_reported_as_unavailable(
@@ -114,7 +163,9 @@ async def test_rate_limit_says_when_to_retry(idp: IdP, start_mcp: ServerFactory)
     ) as limited:
         server = start_mcp(api_url=limited.url)
         async with Client(server.url) as client:
-            await call(client, idp, "list_notes")  # session + list: the burst
+            # The burst of 2 (sessions have their own limit, as in the Go API)
+            await call(client, idp, "list_notes")
+            await call(client, idp, "list_notes")
             message = await call_error(client, idp, "list_notes")
     assert "rate limit" in message
     assert "retry in" in message

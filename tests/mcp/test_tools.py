@@ -1,7 +1,12 @@
-"""Every tool of every entity through a real MCP client, the real API and the fake IdP."""
+"""Every tool of every entity through a real MCP client, the real API and the fake IdP.
+
+The entities, their actions and effects come from the contract, so a new entity is tested
+here without a change; the arguments are the original MCP server's names.
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -19,120 +24,113 @@ from tests.mcp.conftest import (
 )
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
+from tests.support.tool_calls import CHANGED, create_arguments
+from toolbridge_common import contract
+from toolbridge_common.contract import Entity
 from toolbridge_mcp.auth.tenant import TenantSigner
+from toolbridge_mcp.tools import KINDS, tool_name
 
-KINDS = ("list", "get", "create", "update", "patch", "delete", "archive", "process")
-ENTITIES = {
-    "notes": "note",
-    "tasks": "task",
-    "comments": "comment",
-    "chats": "chat",
-    "chat_messages": "chat_message",
-}
-ACTIONS = {
-    "note": ["pin", "unpin", "archive", "unarchive"],
-    "task": ["start", "complete", "reopen"],
-    "comment": ["resolve", "reopen"],
-    "chat": ["resolve", "reopen"],
-    "chat_message": ["mark_read", "mark_delivered"],
-}
+ITEM_KEYS = {"uid", "version", "updatedAt", "deletedAt", "payload"}
 
 
-async def _fields(client: Client[Any], idp: IdP, singular: str) -> dict[str, Any]:
-    """Create arguments for one entity (comments and messages need a parent first)."""
-    if singular == "note":
-        return {"title": "Groceries", "content": "milk, eggs", "tags": ["home"]}
-    if singular == "task":
-        return {"title": "File taxes", "priority": "high", "due_date": "2026-04-15"}
-    if singular == "comment":
-        note = await call(client, idp, "create_note", title="Parent")
-        return {"content": "Looks good", "parent_type": "note", "parent_uid": note["uid"]}
-    if singular == "chat":
-        return {"title": "Planning", "participants": ["ana", "bo"]}
-    chat = await call(client, idp, "create_chat", title="Parent chat")
-    return {"chat_uid": chat["uid"], "content": "hello", "sender": "ana"}
-
-
-async def test_forty_entity_tools_and_health_check(client: Client[Any]) -> None:
+async def test_eight_tools_per_contract_entity_and_health_check(client: Client[Any]) -> None:
     tools = {tool.name: tool for tool in await client.list_tools()}
-    expected = {
-        f"{kind}_{plural if kind == 'list' else singular}"
-        for plural, singular in ENTITIES.items()
-        for kind in KINDS
-    }
-    assert len(expected) == 40
+    expected = {tool_name(kind, entity) for entity in contract.ENTITIES for kind in KINDS}
+    assert len(expected) == 8 * len(contract.ENTITIES) == 56
     assert set(tools) == expected | {"health_check"}
-    for singular, actions in ACTIONS.items():
-        schema = tools[f"process_{singular}"].input_schema
-        assert schema["properties"]["action"]["enum"] == actions
-    assert tools["create_task"].input_schema["properties"]["status"]["enum"] == [
-        "todo",
-        "in_progress",
-        "done",
-    ]
-    assert all(tools[name].description for name in tools)
-    assert all(tools[name].output_schema for name in tools)
+    for entity in contract.ENTITIES:
+        action = tools[tool_name("process", entity)].input_schema["properties"]["action"]
+        assert action.get("enum", [action.get("const")]) == list(entity.actions)
+    status = tools["create_task"].input_schema["properties"]["status"]["anyOf"][0]
+    assert status["enum"] == ["open", "in_progress", "completed", "archived"]
+    note_status = tools["patch_note"].input_schema["properties"]["status"]["anyOf"][0]
+    assert note_status["enum"] == ["active", "archived"]
+    parent = tools["create_comment"].input_schema["properties"]["parent_type"]
+    assert parent["enum"] == ["note", "task", "chat"]
+    for name, tool in tools.items():
+        assert tool.description, name
+        assert tool.output_schema, name
+        assert tool.input_schema.get("additionalProperties") is False, name
+    item_schema = tools["get_note"].output_schema
+    assert item_schema is not None
+    assert set(item_schema["properties"]) == ITEM_KEYS
+    assert "title" in item_schema["properties"]["payload"]["properties"]  # typed payload
+    page_schema = tools["list_notes"].output_schema
+    assert page_schema is not None
+    assert set(page_schema["properties"]) == {"items", "nextCursor"}
+    limit = tools["list_notes"].input_schema["properties"]["limit"]
+    assert limit["default"] == contract.MCP_LIST_LIMIT == 100
 
 
-@pytest.mark.parametrize("plural", list(ENTITIES))
+@pytest.mark.parametrize("entity", contract.ENTITIES, ids=contract.ENTITY_NAMES)
 async def test_every_kind_of_tool(
-    plural: str, client: Client[Any], idp: IdP, api: ApiServer
+    entity: Entity, client: Client[Any], idp: IdP, api: ApiServer
 ) -> None:
-    singular = ENTITIES[plural]
-    fields = await _fields(client, idp, singular)
+    def name(kind: str) -> str:
+        return tool_name(kind, entity)
 
-    created = await call(client, idp, f"create_{singular}", **fields)
+    fields = await create_arguments(client, entity)
+    client_uid = str(uuid.uuid4())
+    created = await call(
+        client,
+        idp,
+        name("create"),
+        uid=client_uid,
+        additional_fields={"extra": "kept"},
+        **fields,
+    )
     uid = created["uid"]
+    assert uid == client_uid
+    assert set(created) == ITEM_KEYS
     assert created["version"] == 1
-    assert created["deleted_at"] is None
-    first_key = next(iter(fields))
-    assert first_key.split("_")[0] in "".join(created["payload"]).lower()
+    assert created["deletedAt"] is None
+    assert created["payload"]["extra"] == "kept"
 
-    got = await call(client, idp, f"get_{singular}", uid=uid)
+    got = await call(client, idp, name("get"), uid=uid)
     assert got == created
 
-    listed = await call(client, idp, f"list_{plural}", limit=1000)
+    listed = await call(client, idp, name("list"), limit=1000)
+    assert set(listed) == {"items", "nextCursor"}
     assert uid in [item["uid"] for item in listed["items"]]
 
-    patch_key, patch_value = {
-        "note": ("title", "Groceries!"),
-        "task": ("status", "in_progress"),
-        "comment": ("content", "Changed my mind"),
-        "chat": ("title", "Replanning"),
-        "chat_message": ("content", "hello again"),
-    }[singular]
-    patched = await call(client, idp, f"patch_{singular}", uid=uid, **{patch_key: patch_value})
+    changes = CHANGED[entity.name]
+    patched = await call(client, idp, name("patch"), uid=uid, updates=changes)
     assert patched["version"] == 2
-    assert patch_value in patched["payload"].values()
-    assert set(created["payload"]) <= set(patched["payload"])  # the rest was kept
+    for key, value in changes.items():
+        assert patched["payload"][key] == value
+    assert patched["payload"]["extra"] == "kept"  # the rest was kept
 
-    updated = await call(client, idp, f"update_{singular}", uid=uid, if_version=2, **fields)
+    updated = await call(client, idp, name("update"), uid=uid, if_match=2, **fields)
     assert updated["version"] == 3
-    assert patch_value not in updated["payload"].values()
+    assert "extra" not in updated["payload"]  # a replace keeps only what it was given
 
-    action = ACTIONS[singular][0]
-    processed = await call(client, idp, f"process_{singular}", uid=uid, action=action)
+    action = next(iter(entity.actions))
+    processed = await call(client, idp, name("process"), uid=uid, action=action)
     assert processed["version"] == 4
-    assert processed["payload"] != updated["payload"]
+    for key, value in entity.actions[action].sets.items():
+        assert processed["payload"][key] == value
 
-    archived = await call(client, idp, f"archive_{singular}", uid=uid)
+    archived = await call(client, idp, name("archive"), uid=uid)
     assert archived["version"] == 5
+    for key, value in entity.archive.sets.items():
+        assert archived["payload"][key] == value
 
-    deleted = await call(client, idp, f"delete_{singular}", uid=uid)
+    deleted = await call(client, idp, name("delete"), uid=uid)
     assert deleted["uid"] == uid
-    assert deleted["deleted"] is True
+    assert deleted["deletedAt"] is not None
+    assert deleted["version"] == 6
 
-    message = await call_error(client, idp, f"get_{singular}", uid=uid)
+    message = await call_error(client, idp, name("get"), uid=uid)
     assert "deleted" in message
     assert "include_deleted=true" in message
-    assert f"get_{singular}" in message
+    assert name("get") in message
 
-    tombstone = await call(client, idp, f"get_{singular}", uid=uid, include_deleted=True)
-    assert tombstone["deleted_at"] is not None
+    tombstone = await call(client, idp, name("get"), uid=uid, include_deleted=True)
+    assert tombstone["deletedAt"] is not None
 
-    page = await call(client, idp, f"list_{plural}", limit=1000)
+    page = await call(client, idp, name("list"), limit=1000)
     assert uid not in [item["uid"] for item in page["items"]]
-    page = await call(client, idp, f"list_{plural}", limit=1000, include_deleted=True)
+    page = await call(client, idp, name("list"), limit=1000, include_deleted=True)
     assert uid in [item["uid"] for item in page["items"]]
 
 
@@ -144,19 +142,16 @@ async def test_list_pages_with_the_cursor(client: Client[Any], idp: IdP) -> None
         page = await call(client, idp, "list_chats", limit=2, cursor=cursor)
         assert len(page["items"]) <= 2
         seen += [item["uid"] for item in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
+        cursor = page["nextCursor"]
+        if not page["items"] or cursor is None:
             break
     assert uids <= set(seen)
     assert len(seen) == len(set(seen))
 
 
 async def test_arguments_as_llm_clients_send_them(client: Client[Any], idp: IdP) -> None:
-    note = await call(
-        client, idp, "create_note", title="Sloppy", tags='["a", "b"]', mood="cheerful"
-    )
+    note = await call(client, idp, "create_note", title="Sloppy", tags='["a", "b"]')
     assert note["payload"]["tags"] == ["a", "b"]
-    assert "mood" not in note["payload"]
     note = await call(client, idp, "patch_note", uid=note["uid"], tags="x, y")
     assert note["payload"]["tags"] == ["x", "y"]
     chat = await call(client, idp, "create_chat", title="T", participants='["ana"]')
@@ -169,7 +164,7 @@ async def test_arguments_as_llm_clients_send_them(client: Client[Any], idp: IdP)
         action="complete",
         metadata='{"by": "assistant"}',
     )
-    assert done["payload"]["status"] == "done"
+    assert done["payload"]["status"] == "completed"
     task = await call(
         client,
         idp,
@@ -180,25 +175,38 @@ async def test_arguments_as_llm_clients_send_them(client: Client[Any], idp: IdP)
         priority=None,
         due_date=None,
         tags=None,
+        additional_fields=None,
+        uid=None,
     )  # null for "leave it" (clients with strict tool calling send every field)
-    assert task["payload"]["status"] == "todo"
-    assert task["payload"]["priority"] == "medium"
-    assert task["payload"]["tags"] == []
-    note = await call(client, idp, "update_note", uid=note["uid"], title="N", content=None)
-    assert note["payload"]["content"] == ""
+    assert {"description", "status", "priority", "dueDate", "tags"}.isdisjoint(task["payload"])
+    note = await call(
+        client, idp, "update_note", uid=note["uid"], title="N", content=None, if_match=None
+    )
+    assert "content" not in note["payload"]
     page = await call(client, idp, "list_notes", limit=None, cursor=None, include_deleted=None)
     assert note["uid"] in [item["uid"] for item in page["items"]]
     await call(client, idp, "get_note", uid=note["uid"], include_deleted=None)
-    health = await call(client, idp, "health_check", verbose=True)  # made up, dropped too
-    assert health["status"] == "ok"
 
 
 async def test_bad_input_is_a_clear_error_not_a_crash(client: Client[Any], idp: IdP) -> None:
     message = await call_error(client, idp, "create_task", title="t", status="someday")
     assert "status" in message
+    assert "'open'" in message
+    assert "'completed'" in message
+    assert "someday" not in message  # values are never echoed (they may be secrets)
+    assert "title (required)" in message
     note = await call(client, idp, "create_note", title="n")
     message = await call_error(client, idp, "process_note", uid=note["uid"], action="explode")
     assert "action" in message
+    assert "'pin'" in message
+    message = await call_error(client, idp, "create_note", title="n", additional_fields="{oops")
+    assert "Invalid JSON string for additional_fields" in message
+    message = await call_error(client, idp, "create_task", title="t", due_date="next friday")
+    assert "due_date" in message
+    assert "ISO 8601" in message
+    message = await call_error(client, idp, "create_note", title="n", uid="not-a-uuid")
+    assert "uid" in message
+    assert "UUID" in message
 
 
 async def test_one_api_request_per_tool_call_on_one_connection(
@@ -210,6 +218,7 @@ async def test_one_api_request_per_tool_call_on_one_connection(
         ("get_note", {"uid": note["uid"]}),
         ("list_notes", {"limit": 5}),
         ("patch_note", {"uid": note["uid"], "content": "x"}),
+        ("update_note", {"uid": note["uid"], "title": "t", "if_match": 2}),
         ("create_task", {"title": "t"}),
         ("process_note", {"uid": note["uid"], "action": "pin"}),
         ("archive_note", {"uid": note["uid"]}),
@@ -245,7 +254,7 @@ async def test_health_check_tool_and_healthz(
 async def test_legacy_protocol_client(mcp: McpHttpServer, idp: IdP) -> None:
     async with Client(mcp.url, mode="legacy") as legacy:
         assert legacy.protocol_version == "2025-11-25"
-        note = await call(legacy, idp, "create_note", title="old client")
+        note = await call(legacy, idp, "create_note", title="old client", content="c")
         got = await call(legacy, idp, "get_note", uid=note["uid"])
     assert got["payload"]["title"] == "old client"
 
@@ -295,6 +304,6 @@ async def test_a_uid_never_reaches_another_route(client: Client[Any], idp: IdP) 
         await call_error(client, idp, tool, **arguments)  # not found, or not a valid uid
     kept_task = await call(client, idp, "get_task", uid=task["uid"])
     assert kept_task["version"] == 1
-    assert kept_task["deleted_at"] is None
+    assert kept_task["deletedAt"] is None
     kept_note = await call(client, idp, "get_note", uid=note["uid"])
     assert kept_note["version"] == 1

@@ -1,6 +1,8 @@
-"""A minimal resource server that accepts only the fake IdP's tokens, and can revoke them.
+"""Minimal resource servers for tests of the client side over real HTTP.
 
-It lets BearerAuth be tested against a real 401 over HTTP rather than a mocked transport.
+:class:`ApiStub` accepts only the fake IdP's tokens and can revoke them, so BearerAuth meets
+a real 401 rather than a mocked transport. :class:`TenantRefusingApi` answers everything as
+the Go API answers a tenant-header failure: a plain-text 401 without a challenge.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 
 class ApiStub:
@@ -86,3 +89,37 @@ def _unauthorized(description: str | None) -> Response:
     if description is not None:
         challenge += f', error="invalid_token", error_description="{description}"'
     return Response(status_code=401, headers={"WWW-Authenticate": challenge})
+
+
+GO_TENANT_REFUSAL = "Unauthorized: invalid tenant headers\n"
+"""The Go API's body for every tenant-header failure (``http.Error``: text/plain, 401)."""
+
+
+class TenantRefusingApi:
+    """An ASGI app answering every request like the Go API with a wrong tenant secret:
+    ``401``, ``text/plain; charset=utf-8``, ``Unauthorized: invalid tenant headers``, no
+    ``WWW-Authenticate``. Counts the requests and keeps their tenant headers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: list[tuple[str, str, dict[str, str]]] = []
+
+    @property
+    def requests(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(method, path, X-TB-* headers) of every request, in arrival order."""
+        with self._lock:
+            return list(self._seen)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        tenant = {k: v for k, v in request.headers.items() if k.lower().startswith("x-tb-")}
+        with self._lock:
+            self._seen.append((request.method, request.url.path, tenant))
+        response = PlainTextResponse(
+            GO_TENANT_REFUSAL,
+            status_code=401,
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+        await response(scope, receive, send)

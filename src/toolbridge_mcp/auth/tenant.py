@@ -1,17 +1,32 @@
-"""Tenant request signing: the ``X-TB-*`` headers the API checks on every request."""
+"""Tenant request signing: the ``X-TB-*`` headers the API checks on every request.
+
+The signature itself is the contract's (:func:`toolbridge_common.contract.tenant_headers`);
+this module holds the configured tenant and signs at the moment a request is sent. The API
+client calls :meth:`TenantSigner.sign` from an httpx request hook, which runs for every
+attempt — including the resend after a refreshed token — so no attempt reuses an old
+timestamp or signature.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from toolbridge_common import contract
+
 if TYPE_CHECKING:
+    import httpx
+
     from toolbridge_mcp.config import Settings
+
+
+def now_ms() -> int:
+    """Unix time in milliseconds, as ``X-TB-Timestamp`` carries it."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +39,8 @@ class TenantSigner:
 
     tenant_id: str
     secret: SecretStr = field(repr=False)
+    clock: Callable[[], int] = field(default=now_ms, repr=False, compare=False)
+    """Milliseconds since the epoch; replaceable in tests."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TenantSigner | None:
@@ -34,14 +51,9 @@ class TenantSigner:
 
     def headers(self, now_ms: int | None = None) -> dict[str, str]:
         """``X-TB-Tenant-ID``, ``X-TB-Timestamp`` (Unix ms) and ``X-TB-Signature``."""
-        timestamp = str(time.time_ns() // 1_000_000 if now_ms is None else now_ms)
-        signature = hmac.new(
-            self.secret.get_secret_value().encode(),
-            f"{self.tenant_id}:{timestamp}".encode(),
-            hashlib.sha256,
-        ).hexdigest()
-        return {
-            "X-TB-Tenant-ID": self.tenant_id,
-            "X-TB-Timestamp": timestamp,
-            "X-TB-Signature": signature,
-        }
+        stamp = self.clock() if now_ms is None else now_ms
+        return contract.tenant_headers(self.secret.get_secret_value(), self.tenant_id, stamp)
+
+    async def sign(self, request: httpx.Request) -> None:
+        """Sets the three headers on ``request`` now (an httpx ``request`` event hook)."""
+        request.headers.update(self.headers())

@@ -1,26 +1,38 @@
-"""The API client: one pooled connection set, every header the API wants, and recovery.
+"""The typed API client: entity and session calls in, typed items and pages out.
+
+Paths, query names, ``If-Match`` and the session headers are built here from the wire
+contract (:mod:`toolbridge_common.contract`); the tools never see HTTP. Errors keep what the
+API said (:class:`~toolbridge_mcp.backend.errors.ApiError`).
 
 One tool call is one HTTP request in steady state: the connection is kept alive, the token
 is cached, the sync session is reused. The extra requests happen only when the API asks for
 them — a new session (428), a new epoch (409 ``epoch_mismatch``), a new token (401, through
-the auth), or a short ``Retry-After`` (429) — and each is retried once.
+the auth), or a short ``Retry-After`` (429) — and each is retried once. Tenant headers are
+signed in a request hook, so every attempt, retries included, carries its own signature.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from loguru import logger
+from pydantic import BaseModel, ValidationError
 
+from toolbridge_common import contract
+from toolbridge_common.contract import Entity
 from toolbridge_mcp.auth.modes import BackendAuth
 from toolbridge_mcp.auth.oauth import parse_retry_after
 from toolbridge_mcp.auth.tenant import TenantSigner
-from toolbridge_mcp.backend.errors import ApiError, ApiUnavailableError
+from toolbridge_mcp.backend.errors import ApiError, ApiUnavailableError, json_or_none
+from toolbridge_mcp.backend.models import Item, Page, SessionInfo
 from toolbridge_mcp.backend.sessions import SessionPool, SyncSession
 
 SESSIONS_PATH = "/v1/sync/sessions"
+INFO_PATH = "/v1/sync/info"
 MAX_RETRY_AFTER_WAIT = 5.0
 """Longest ``Retry-After`` waited out inside a tool call; longer ones become an error."""
 
@@ -28,6 +40,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 DEFAULT_LIMITS = httpx.Limits(
     max_connections=100, max_keepalive_connections=50, keepalive_expiry=60.0
 )
+
+Model = TypeVar("Model", bound=BaseModel)
+Json = Mapping[str, Any]
 
 
 class ApiClient:
@@ -46,7 +61,6 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.auth = auth
-        self._tenant = tenant
         self._max_retry_after_wait = max_retry_after_wait
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -55,6 +69,8 @@ class ApiClient:
             limits=limits,
             transport=transport,
             headers={"Accept": "application/json", "User-Agent": "toolbridge-mcp"},
+            # Runs for every attempt, including the auth's resend with a fresh token.
+            event_hooks={"request": [tenant.sign]} if tenant is not None else None,
         )
         self.sessions = SessionPool(self._open_session)
 
@@ -62,6 +78,138 @@ class ApiClient:
         """Close the pooled connections."""
         self.sessions.forget()
         await self._http.aclose()
+
+    # --- entities ---------------------------------------------------------------------
+
+    async def list_items(
+        self,
+        entity: Entity,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        include_deleted: bool = False,
+    ) -> Page:
+        """``GET /v1/{entity}``: one page, ``limit`` items at most (the API's default when
+        ``None``)."""
+        params: dict[str, str] = {}
+        if limit is not None:
+            params["limit"] = str(limit)
+        if cursor:
+            params["cursor"] = cursor
+        if include_deleted:
+            params["includeDeleted"] = "true"
+        return _read(Page, await self.call("GET", entity.path, params=params or None), "page")
+
+    async def get_item(self, entity: Entity, uid: str, *, include_deleted: bool = False) -> Item:
+        """``GET /v1/{entity}/{uid}``; a deleted item only with ``include_deleted``."""
+        params = {"includeDeleted": "true"} if include_deleted else None
+        return await self._item("GET", item_path(entity, uid), params=params)
+
+    async def create_item(self, entity: Entity, payload: Json) -> Item:
+        """``POST /v1/{entity}``; a ``uid`` in the payload is kept (an existing one updated)."""
+        return await self._item("POST", entity.path, json=dict(payload))
+
+    async def update_item(
+        self, entity: Entity, uid: str, payload: Json, *, if_match: int | None = None
+    ) -> Item:
+        """``PUT /v1/{entity}/{uid}``: the payload replaces the stored one."""
+        return await self._item(
+            "PUT", item_path(entity, uid), json=dict(payload), headers=_if_match(if_match)
+        )
+
+    async def patch_item(
+        self, entity: Entity, uid: str, changes: Json, *, if_match: int | None = None
+    ) -> Item:
+        """``PATCH /v1/{entity}/{uid}``: each top-level key of ``changes`` replaces the
+        stored one, the others stay."""
+        return await self._item(
+            "PATCH", item_path(entity, uid), json=dict(changes), headers=_if_match(if_match)
+        )
+
+    async def delete_item(self, entity: Entity, uid: str, *, if_match: int | None = None) -> Item:
+        """``DELETE /v1/{entity}/{uid}``: a soft delete; the item comes back with
+        ``deletedAt``."""
+        return await self._item("DELETE", item_path(entity, uid), headers=_if_match(if_match))
+
+    async def archive_item(self, entity: Entity, uid: str) -> Item:
+        """``POST /v1/{entity}/{uid}/archive`` (the effect is ``entity.archive``)."""
+        return await self._item("POST", f"{item_path(entity, uid)}/archive", json={})
+
+    async def process_item(
+        self, entity: Entity, uid: str, action: str, *, metadata: Json | None = None
+    ) -> Item:
+        """``POST /v1/{entity}/{uid}/process`` with one of ``entity.actions``."""
+        body: dict[str, Any] = {"action": action}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return await self._item("POST", f"{item_path(entity, uid)}/process", json=body)
+
+    async def _item(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Item:
+        body = await self.call(method, path, params=params, json=json, headers=headers)
+        return _read(Item, body, "item")
+
+    # --- sessions and info ------------------------------------------------------------
+
+    async def session(self) -> SyncSession:
+        """The current principal's sync session (opened on first use, then reused)."""
+        return await self.sessions.get(self.auth.principal())
+
+    async def open_session(self) -> SessionInfo:
+        """``POST /v1/sync/sessions``: a new session for whoever the credentials name."""
+        response = await self._send("POST", SESSIONS_PATH)
+        if response.status_code in (404, 405):
+            # The API always has this route: the base URL points elsewhere. Mapped by status,
+            # it would read as "note not found" and send the user hunting for a uid.
+            raise ApiUnavailableError(
+                f"POST {SESSIONS_PATH} answered HTTP {response.status_code}: not the ToolBridge API"
+            )
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        body = json_or_none(response)
+        if isinstance(body, dict) and "epoch" not in body:
+            body = {**body, "epoch": response.headers.get(contract.HEADER_SYNC_EPOCH, 0)}
+        return _read(SessionInfo, body, "sync session")
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        """``GET /v1/sync/sessions/{id}``."""
+        response = await self._send("GET", f"{SESSIONS_PATH}/{_segment(session_id)}")
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return _read(SessionInfo, json_or_none(response), "sync session")
+
+    async def end_session(self, session_id: str) -> None:
+        """``DELETE /v1/sync/sessions/{id}``; the pool forgets it if it was in use."""
+        response = await self._send("DELETE", f"{SESSIONS_PATH}/{_segment(session_id)}")
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        self.sessions.discard(session_id)
+
+    async def info(self) -> dict[str, Any]:
+        """``GET /v1/sync/info``: API version, entities, limits (no session needed)."""
+        response = await self._send("GET", INFO_PATH)
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        body = json_or_none(response)
+        if not isinstance(body, dict):
+            raise ApiError(response.status_code, "an info answer that is not a JSON object")
+        return body
+
+    async def _open_session(self, principal: str) -> SyncSession:
+        """The session pool's opener."""
+        del principal  # the request's own credentials say whom the session is for
+        opened = await self.open_session()
+        logger.debug("Opened sync session at epoch {}", opened.epoch)
+        return SyncSession(opened.id, opened.epoch)
+
+    # --- one request with its session and recovery ------------------------------------
 
     async def call(
         self,
@@ -72,7 +220,7 @@ class ApiClient:
         json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        """Send one entity request with its session; the decoded JSON body (``None`` if
+        """Send one entity request with the session; the decoded JSON body (``None`` if
         empty). Raises :class:`ApiError` or :class:`ApiUnavailableError`."""
         principal = self.auth.principal()
         session = await self.sessions.get(principal)
@@ -101,10 +249,10 @@ class ApiClient:
             logger.info("Sync session expired or unknown; opening a new one")
             return await self.sessions.renew(principal, session)
         if status == 409 and "epoch" not in done:
-            body = _json_or_none(response)
-            if isinstance(body, dict) and body.get("error") == "epoch_mismatch":
+            body = json_or_none(response)
+            if isinstance(body, dict) and body.get("error") == contract.EPOCH_MISMATCH:
                 done.add("epoch")
-                epoch = body.get("epoch", response.headers.get("X-Sync-Epoch"))
+                epoch = body.get("epoch", response.headers.get(contract.HEADER_SYNC_EPOCH))
                 logger.info("Sync epoch changed; continuing at epoch {}", epoch)
                 try:
                     return self.sessions.adopt_epoch(principal, session, int(epoch))
@@ -118,27 +266,8 @@ class ApiClient:
                 await asyncio.sleep(wait)
                 return session
         if status >= 400:
-            raise _api_error(response)
+            raise ApiError.from_response(response)
         return None
-
-    async def _open_session(self, principal: str) -> SyncSession:
-        """``POST /v1/sync/sessions`` for the current principal."""
-        del principal  # the request's own credentials say whom the session is for
-        response = await self._send("POST", SESSIONS_PATH)
-        if response.status_code in (404, 405):
-            # The API always has this route: the base URL points elsewhere. Mapped by status,
-            # it would read as "note not found" and send the user hunting for a uid.
-            raise ApiUnavailableError(
-                f"POST {SESSIONS_PATH} answered HTTP {response.status_code}: not the ToolBridge API"
-            )
-        if response.status_code >= 400:
-            raise _api_error(response)
-        body = _json_or_none(response)
-        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-            raise ApiError(response.status_code, "the sync session response has no id")
-        epoch = body.get("epoch", response.headers.get("X-Sync-Epoch", 0))
-        logger.debug("Opened sync session at epoch {}", epoch)
-        return SyncSession(body["id"], int(epoch))
 
     async def _send(
         self,
@@ -149,47 +278,46 @@ class ApiClient:
         json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        request_headers = dict(headers or {})
-        if self._tenant is not None:
-            request_headers |= self._tenant.headers()
         try:
-            return await self._http.request(
-                method, path, params=params, json=json, headers=request_headers
-            )
+            return await self._http.request(method, path, params=params, json=json, headers=headers)
         except httpx.TimeoutException as exc:
             raise ApiUnavailableError(f"timed out: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
             raise ApiUnavailableError(type(exc).__name__) from None
 
 
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
+def item_path(entity: Entity, uid: str) -> str:
+    """``/v1/{entity}/{uid}`` with the uid as exactly one path segment."""
+    return f"{entity.path}/{_segment(uid)}"
+
+
+def _segment(value: str) -> str:
+    """``value`` as exactly one path segment. Unescaped, a ``/``, ``?``, ``#`` or dot segment
+    would reach another route: ``process_note(uid="../sync/wipe?")`` would wipe the user's
+    data, ``delete_note(uid="../tasks/…")`` would delete a task."""
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if not segment.strip(".") else segment
+
+
+def _if_match(version: int | None) -> dict[str, str] | None:
+    return None if version is None else {contract.HEADER_IF_MATCH: str(version)}
 
 
 def _decode(response: httpx.Response) -> Any:
     if not response.content:
         return None
-    body = _json_or_none(response)
+    body = json_or_none(response)
     if body is None:
-        raise ApiError(response.status_code, "the API answered with a body that is not JSON")
+        raise ApiError(response.status_code, "a body that is not JSON")
     return body
 
 
-def _api_error(response: httpx.Response) -> ApiError:
-    body = _json_or_none(response)
-    message = response.reason_phrase or "error"
-    correlation_id = None
-    if isinstance(body, dict):
-        if isinstance(body.get("error"), str):
-            message = body["error"]
-        if isinstance(body.get("correlation_id"), str):
-            correlation_id = body["correlation_id"]
-    return ApiError(
-        response.status_code,
-        message,
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        correlation_id=correlation_id,
-    )
+def _read(model: type[Model], body: Any, what: str) -> Model:
+    """``body`` as ``model``; an answer that is not one is an :class:`ApiError` naming the
+    fields that could not be read (another service at the API URL, a broken proxy)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        fields = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
+        which = f" ({', '.join(fields)})" if fields else ""
+        raise ApiError(200, f"a {what} this server cannot read{which}") from None

@@ -1,22 +1,29 @@
 """What can go wrong talking to the API, and the one place it becomes a tool error.
 
-Every message says what to do next (which uid, which setting, when to retry) and is built
-from status codes, the API's own ``error`` text and setting *names* — never a header value,
-so no token or secret can reach a tool result.
+:class:`ApiError` keeps what the API said — status, its ``error`` text, ``correlation_id``,
+the current ``version`` of a 412, ``Retry-After``, whether it sent a ``WWW-Authenticate``
+challenge — so a message can be precise without asking the API again. Every message says
+what to do next (which uid, which setting, when to retry) and is built from status codes,
+the API's own text and setting *names*, never a header value: no token or secret can reach
+a tool result.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 from fastmcp.exceptions import ToolError
 
 from toolbridge_mcp.auth.modes import MissingAuthenticationError
-from toolbridge_mcp.auth.oauth import TokenError
-from toolbridge_mcp.config import AuthMode
+from toolbridge_mcp.auth.oauth import TokenError, parse_retry_after
 
 _MAX_API_MESSAGE = 300
+_GO_VERSION_MISMATCH = re.compile(r"actual (\d{1,18})\b")
+"""The Go API's 412 text (``version mismatch: ... expected 1, actual 3``) has no field."""
 
 
 class BackendError(Exception):
@@ -32,7 +39,11 @@ class ApiUnavailableError(BackendError):
 
 
 class ApiError(BackendError):
-    """The API answered with an error status; ``message`` is its ``error`` field."""
+    """The API answered with an error status (or with a body the client cannot read).
+
+    ``message`` is the API's ``error`` text (or its plain-text body, as the Go API sends for
+    authentication failures); ``current_version`` the version a 412 reports.
+    """
 
     def __init__(
         self,
@@ -41,12 +52,68 @@ class ApiError(BackendError):
         *,
         retry_after: float | None = None,
         correlation_id: str | None = None,
+        current_version: int | None = None,
+        challenge: str | None = None,
+        deleted_at: str | None = None,
     ) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message[:_MAX_API_MESSAGE]
         self.retry_after = retry_after
         self.correlation_id = correlation_id
+        self.current_version = current_version
+        self.challenge = challenge
+        """The ``WWW-Authenticate`` header, if any (the Go API never sends one)."""
+        self.deleted_at = deleted_at
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        """The error an API answer describes: JSON ``{"error", "correlation_id", ...}`` or
+        a plain-text body."""
+        body = json_or_none(response)
+        message = ""
+        correlation_id = response.headers.get("X-Correlation-ID") or None
+        current_version = None
+        deleted_at = None
+        if isinstance(body, dict):
+            if isinstance(body.get("error"), str):
+                message = body["error"]
+            if isinstance(body.get("correlation_id"), str) and body["correlation_id"]:
+                correlation_id = body["correlation_id"]
+            current_version = _int_or_none(body.get("version"))
+            if isinstance(body.get("deletedAt"), str):
+                deleted_at = body["deletedAt"]
+        elif body is None and response.content:
+            message = _first_line(response.text)
+        if response.status_code == 412 and current_version is None:
+            found = _GO_VERSION_MISMATCH.search(message)
+            current_version = int(found.group(1)) if found else None
+        return cls(
+            response.status_code,
+            message or response.reason_phrase or "error",
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            correlation_id=correlation_id,
+            current_version=current_version,
+            challenge=response.headers.get("WWW-Authenticate"),
+            deleted_at=deleted_at,
+        )
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The decoded JSON body, or ``None`` if there is none or it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return "".join(ch for ch in line if ch.isprintable())
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,34 +121,44 @@ class ErrorContext:
     """What the failed call was about, for the message."""
 
     api_url: str
-    auth_mode: AuthMode
+    auth_mode: str
     tenant_configured: bool
     entity: str | None = None
     uid: str | None = None
     get_tool: str | None = None
     list_tool: str | None = None
-    current_version: int | None = None
+    auth_hint: str | None = None
+    """What to check when the API refuses the token: the auth mode's ``error_hint``."""
 
 
-_AUTH_HINTS: dict[AuthMode, str] = {
+_TENANT_SUSPECT = (
+    "check TOOLBRIDGE_TENANT_ID and TOOLBRIDGE_TENANT_HEADER_SECRET (they must match the "
+    "API's tenant configuration, and this machine's clock must be within 5 minutes of the "
+    "API's)"
+)
+_TENANT_UNSET = (
+    "if the API requires tenant headers, set TOOLBRIDGE_TENANT_ID and "
+    "TOOLBRIDGE_TENANT_HEADER_SECRET (both are unset here)"
+)
+
+
+_TOKEN_GENERIC = "check the token: its audience and issuer must be the ones the API trusts"  # noqa: S105
+_MODE_HINTS: dict[str, str] = {
     "auth0": (
         "check TOOLBRIDGE_AUTH0_AUDIENCE (must be the API's audience) and "
         "TOOLBRIDGE_AUTH0_DOMAIN or TOOLBRIDGE_AUTH0_TOKEN_URL (the issuer the API trusts)"
     ),
-    "static": (
-        "TOOLBRIDGE_JWT_TOKEN is expired or not valid for this API; replace it, or better "
-        "configure Auth0 client credentials (TOOLBRIDGE_AUTH0_CLIENT_ID, _CLIENT_SECRET, "
-        "_DOMAIN, _AUDIENCE) so tokens refresh automatically"
-    ),
-    "passthrough": (
-        "the Authorization token your MCP client sent was rejected; sign in again or "
-        "get a token for this API"
-    ),
+    "static": "TOOLBRIDGE_JWT_TOKEN is expired or not valid for this API; replace it",
+    "passthrough": "the Authorization token your MCP client sent was rejected",
 }
-_TENANT_HINT = (
-    "check TOOLBRIDGE_TENANT_ID and TOOLBRIDGE_TENANT_HEADER_SECRET (they must match the "
-    "API's tenant configuration)"
-)
+"""Used only when the context has no ``auth_hint`` (the auth mode's own)."""
+
+
+def _token_suspect(ctx: ErrorContext) -> str:
+    hint = ctx.auth_hint or _MODE_HINTS.get(ctx.auth_mode, _TOKEN_GENERIC)
+    if "issuer" not in hint.lower():
+        hint += " (the token's audience and issuer must be the ones the API trusts)"
+    return hint
 
 
 def _subject(ctx: ErrorContext) -> str:
@@ -89,13 +166,47 @@ def _subject(ctx: ErrorContext) -> str:
     return f"{name} {ctx.uid!r}" if ctx.uid else name
 
 
+def _mentions_tenant(exc: ApiError) -> bool:
+    return any(word in exc.message.lower() for word in ("tenant", "signature"))
+
+
 def _auth_message(exc: ApiError, ctx: ErrorContext) -> str:
-    verb = "rejected the credentials" if exc.status == 401 else "refused access"
-    hints = [_AUTH_HINTS[ctx.auth_mode]]
-    if ctx.tenant_configured or any(w in exc.message.lower() for w in ("tenant", "signature")):
-        hints.append(_TENANT_HINT)
+    """401 and 403. A 401 names both suspects, tenant headers and token: the Go API answers
+    both failures with a bare 401 (``Unauthorized: invalid tenant headers`` or
+    ``unauthorized``, no challenge), and a proxy may even lose that text."""
+    token = _token_suspect(ctx)
+    tenant = _TENANT_SUSPECT if ctx.tenant_configured else _TENANT_UNSET
+    said = f"HTTP {exc.status}: {exc.message}"
+    if exc.status == 401 and _mentions_tenant(exc):
+        return (
+            f"The ToolBridge API refused the tenant headers ({said}). First suspect, the "
+            f"tenant: {tenant}. Second suspect, the token: {token}."
+        )
+    if exc.status == 401:
+        if exc.challenge is not None and not ctx.tenant_configured:
+            return f"The ToolBridge API rejected the credentials ({said}); {token}."
+        return (
+            f"The ToolBridge API rejected the credentials ({said}). First suspect, the "
+            f"token: {token}. Second suspect, the tenant headers: {tenant}."
+        )
+    if ctx.tenant_configured or _mentions_tenant(exc):
+        return f"The ToolBridge API refused access ({said}); {token}; {tenant}."
+    return f"The ToolBridge API refused access ({said}); {token}."
+
+
+def _conflict_message(exc: ApiError, ctx: ErrorContext) -> str:
+    subject = _subject(ctx)
+    if exc.current_version is None:
+        return (
+            f"Version conflict: {subject} has changed since you read it. Read it again "
+            f"({ctx.get_tool or 'the get tool'}), reapply your change and retry with its "
+            "current version as if_match."
+        )
+    version = exc.current_version
     return (
-        f"The ToolBridge API {verb} (HTTP {exc.status}: {exc.message}). " + "; ".join(hints) + "."
+        f"Version conflict: {subject} is at version {version}, not the version given in "
+        f"if_match (someone else changed it). Re-read it with {ctx.get_tool or 'the get tool'}, "
+        f"reapply your change and retry with if_match={version}."
     )
 
 
@@ -108,25 +219,13 @@ def _api_message(exc: ApiError, ctx: ErrorContext) -> str:
         )
     if status == 410:
         tool = ctx.get_tool or "the get tool"
+        when = f" (at {exc.deleted_at})" if exc.deleted_at else ""
         return (
-            f"{_subject(ctx).capitalize()} has been deleted. To see it anyway call {tool} "
-            "with include_deleted=true."
+            f"{_subject(ctx).capitalize()} has been deleted{when}. To see it anyway call "
+            f"{tool} with include_deleted=true."
         )
     if status == 412:
-        current = (
-            f"its current version is {ctx.current_version}"
-            if ctx.current_version is not None
-            else "it has changed since you read it"
-        )
-        retry = (
-            f"retry with if_version={ctx.current_version}"
-            if ctx.current_version is not None
-            else "read it again and retry with its current version"
-        )
-        return (
-            f"Version conflict: {_subject(ctx)} was modified by someone else; {current}. "
-            f"Re-read it, reapply your change and {retry}."
-        )
+        return _conflict_message(exc, ctx)
     if status in (400, 422):
         return f"The ToolBridge API rejected the request: {exc.message}"
     if status in (401, 403):
@@ -138,13 +237,21 @@ def _api_message(exc: ApiError, ctx: ErrorContext) -> str:
         return f"The ToolBridge API rate limit was reached; retry in {wait}."
     if status >= 500:
         return f"ToolBridge API unavailable at {ctx.api_url} (HTTP {status}); try again shortly."
+    if status < 400:
+        return (
+            f"The ToolBridge API at {ctx.api_url} answered with {exc.message}: is "
+            "TOOLBRIDGE_GO_API_BASE_URL the ToolBridge API?"
+        )
     return f"The ToolBridge API answered HTTP {status}: {exc.message}"
 
 
 def to_tool_error(exc: Exception, ctx: ErrorContext) -> ToolError:
     """The :class:`ToolError` for a failed backend call; re-raises anything unexpected."""
     if isinstance(exc, ApiError):
-        return ToolError(_api_message(exc, ctx))
+        message = _api_message(exc, ctx)
+        if exc.correlation_id:
+            message += f" (correlation id {exc.correlation_id})"
+        return ToolError(message)
     if isinstance(exc, ApiUnavailableError):
         return ToolError(
             f"ToolBridge API unavailable at {ctx.api_url} ({exc.reason}); check that it is "
@@ -155,3 +262,11 @@ def to_tool_error(exc: Exception, ctx: ErrorContext) -> ToolError:
     if isinstance(exc, TokenError):
         return ToolError(f"No access token for the ToolBridge API: {exc}")
     raise exc
+
+
+BACKEND_ERRORS: tuple[type[Exception], ...] = (
+    BackendError,
+    MissingAuthenticationError,
+    TokenError,
+)
+"""Everything :func:`to_tool_error` maps."""

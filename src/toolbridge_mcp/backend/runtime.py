@@ -71,7 +71,6 @@ class Backend:
         uid: str | None = None,
         get_tool: str | None = None,
         list_tool: str | None = None,
-        current_version: int | None = None,
     ) -> ErrorContext:
         """What an error message needs to know about this backend and the call."""
         return ErrorContext(
@@ -82,5 +81,4 @@ class Backend:
             uid=uid,
             get_tool=get_tool,
             list_tool=list_tool,
-            current_version=current_version,
         )

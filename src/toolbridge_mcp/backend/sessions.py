@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from toolbridge_common import contract
 from toolbridge_common.singleflight import SingleFlight
 
 _MAX_PRINCIPALS = 1024
@@ -27,7 +28,10 @@ class SyncSession:
 
     def headers(self) -> dict[str, str]:
         """``X-Sync-Session`` and ``X-Sync-Epoch`` for a request."""
-        return {"X-Sync-Session": self.id, "X-Sync-Epoch": str(self.epoch)}
+        return {
+            contract.HEADER_SYNC_SESSION: self.id,
+            contract.HEADER_SYNC_EPOCH: str(self.epoch),
+        }
 
 
 SessionOpener = Callable[[str], Awaitable[SyncSession]]
@@ -68,6 +72,12 @@ class SessionPool:
         adopted = SyncSession(stale.id, epoch)
         self._store(principal, adopted)
         return adopted
+
+    def discard(self, session_id: str) -> None:
+        """Forget the session ``session_id`` (it was ended), whoever it belonged to."""
+        for principal, session in list(self._sessions.items()):
+            if session.id == session_id:
+                del self._sessions[principal]
 
     def forget(self) -> None:
         """Drop every session (the server is shutting down)."""

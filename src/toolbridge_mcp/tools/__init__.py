@@ -1,13 +1,13 @@
-"""The MCP tools: forty entity tools generated from one definition, and ``health_check``."""
+"""The MCP tools: eight per entity of the wire contract, generated, and ``health_check``."""
 
-from toolbridge_mcp.tools.entities import ENTITIES, EntitySpec, EntityTools, entity_tools
+from toolbridge_mcp.tools.entities import KINDS, EntityTools, entity_tools, tool_name
 from toolbridge_mcp.tools.health import HealthReport, health_report
 
 __all__ = [
-    "ENTITIES",
-    "EntitySpec",
+    "KINDS",
     "EntityTools",
     "HealthReport",
     "entity_tools",
     "health_report",
+    "tool_name",
 ]

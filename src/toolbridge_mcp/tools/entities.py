@@ -1,199 +1,59 @@
-"""The eight entity tools, defined once and generated for each of the five entities.
+"""The eight tools of every entity, generated from the wire contract.
 
-``list_<plural>``, ``get_``, ``create_``, ``update_``, ``patch_``, ``delete_``, ``archive_``
-and ``process_<singular>``: each is one API request, with the entity's own fields as
-parameters (snake_case here, camelCase in the payload) and a typed result.
+For each entity of :data:`toolbridge_common.contract.ENTITIES`: ``list_<plural>``,
+``get_``, ``create_``, ``update_``, ``patch_``, ``delete_``, ``archive_`` and
+``process_<singular>`` — the original MCP server's names and arguments (``if_match``,
+``updates``, ``additional_fields``, ``tags`` as a list or JSON string, ...), plus the
+entity's fields as typed parameters. Each tool is one call of the typed API client; the
+tools speak MCP only and never build a path or a header. Results have the original shape:
+``uid, version, updatedAt, deletedAt, payload`` and ``items, nextCursor``.
+
+A sixth, eighth, ... entity needs nothing here: add it to the contract (and its field
+descriptions and required keys to :mod:`toolbridge_mcp.tools.fields`).
 """
 
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from functools import partial
-from typing import Annotated, Any, Literal, cast
-from urllib.parse import quote
+from typing import Annotated, Any, Literal, Union, cast
 
+from fastmcp.exceptions import ToolError
 from fastmcp.tools import Tool
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined, to_jsonable_python
+from pydantic import AfterValidator, Field, ValidationError, create_model
+from pydantic_core import to_jsonable_python
 
-from toolbridge_mcp.auth.modes import MissingAuthenticationError
-from toolbridge_mcp.auth.oauth import TokenError
-from toolbridge_mcp.backend.errors import ApiError, BackendError, ErrorContext, to_tool_error
+from toolbridge_common import contract
+from toolbridge_common.contract import Entity
+from toolbridge_mcp.backend.errors import BACKEND_ERRORS, ErrorContext, to_tool_error
+from toolbridge_mcp.backend.models import Item, Page
 from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.tools.fields import (
-    ChatFields,
-    ChatMessageFields,
-    ChatMessagePayload,
-    ChatPayload,
-    CommentFields,
-    CommentPayload,
-    JsonObject,
-    NoteFields,
-    NotePayload,
-    TaskFields,
-    TaskPayload,
-    to_camel,
+    CREATE_DEFAULTS,
+    REQUIRED,
+    FieldSpec,
+    Payload,
+    field_specs,
+    json_object,
+    payload_model,
 )
 
-_ERRORS = (BackendError, MissingAuthenticationError, TokenError)
 UNTYPED_KEY = "untypedFields"
 """Payload keys whose stored value does not have the documented type are kept under this."""
-DEFAULT_PAGE = 50
-MAX_PAGE = 1000
+KINDS = ("list", "get", "create", "update", "patch", "delete", "archive", "process")
+
+ToolBody = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-@dataclass(frozen=True, slots=True)
-class EntitySpec:
-    """One entity as the tools see it."""
-
-    plural: str
-    singular: str
-    fields: type[BaseModel]
-    payload: type[BaseModel]
-    actions: dict[str, str]
-    """``process`` actions and what each does."""
-    about: str
-
-    @property
-    def label(self) -> str:
-        return self.singular.replace("_", " ")
-
-    @property
-    def path(self) -> str:
-        return f"/v1/{self.plural}"
+def tool_name(kind: str, entity: Entity) -> str:
+    """``list_notes``, ``get_note``, ..., ``process_task_list_category``."""
+    return f"{kind}_{entity.name if kind == 'list' else entity.singular}"
 
 
-ENTITIES: tuple[EntitySpec, ...] = (
-    EntitySpec(
-        "notes",
-        "note",
-        NoteFields,
-        NotePayload,
-        {
-            "pin": "pin it (pinned=true)",
-            "unpin": "unpin it",
-            "archive": "mark it archived",
-            "unarchive": "mark it not archived",
-        },
-        "Notes are titled texts with tags.",
-    ),
-    EntitySpec(
-        "tasks",
-        "task",
-        TaskFields,
-        TaskPayload,
-        {
-            "start": "status in_progress",
-            "complete": "status done, completedAt set",
-            "reopen": "status todo again",
-        },
-        "Tasks have a title, status (todo, in_progress, done), priority and due date.",
-    ),
-    EntitySpec(
-        "comments",
-        "comment",
-        CommentFields,
-        CommentPayload,
-        {"resolve": "status resolved, resolvedAt set", "reopen": "status open again"},
-        "Comments are attached to a note or a task.",
-    ),
-    EntitySpec(
-        "chats",
-        "chat",
-        ChatFields,
-        ChatPayload,
-        {"resolve": "status resolved, resolvedAt set", "reopen": "status open again"},
-        "Chats are conversations with participants; their messages are chat_messages.",
-    ),
-    EntitySpec(
-        "chat_messages",
-        "chat_message",
-        ChatMessageFields,
-        ChatMessagePayload,
-        {"mark_read": "readAt set to now", "mark_delivered": "deliveredAt set to now"},
-        "Chat messages belong to a chat (chat_uid).",
-    ),
-)
-
-
-class Item(BaseModel):
-    """A stored item: its uid, version (for if_version), timestamps and payload."""
-
-    uid: str
-    version: int = Field(description="Pass as if_version to update/patch only this version.")
-    updated_at: str | None = None
-    deleted_at: str | None = Field(default=None, description="Set when the item is deleted.")
-    payload: BaseModel
-
-
-class Deleted(BaseModel):
-    """Outcome of a delete (a soft delete: the item stays readable with include_deleted)."""
-
-    uid: str
-    deleted: bool = True
-    version: int | None = None
-    deleted_at: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Models:
-    item: type[Item]
-    page: type[BaseModel]
-    action: Any
-
-
-def _models(spec: EntitySpec) -> _Models:
-    title = "".join(part.capitalize() for part in spec.singular.split("_"))
-    item = create_model(title, __base__=Item, payload=(spec.payload, ...))
-    page = create_model(
-        f"{title}Page",
-        items=(list[item], ...),  # type: ignore[valid-type]
-        next_cursor=(
-            str | None,
-            Field(default=None, description="Pass as cursor for the next page; null at the end."),
-        ),
-    )
-    action = Literal.__getitem__(tuple(spec.actions))
-    return _Models(item, page, action)
-
-
-def _item(model: type[Item], body: Any) -> Item:
-    """API item (camelCase) → result model."""
-    if not isinstance(body, dict):
-        raise ApiError(200, "the API answered with something that is not an item")
-    payload_model = cast(type[BaseModel], model.model_fields["payload"].annotation)
-    try:
-        return model.model_validate(
-            {
-                "uid": body.get("uid"),
-                "version": body.get("version"),
-                "updated_at": body.get("updatedAt"),
-                "deleted_at": body.get("deletedAt"),
-                "payload": _lenient_payload(payload_model, body.get("payload")),
-            }
-        )
-    except ValidationError as exc:
-        fields = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
-        raise ApiError(
-            200, f"the API answered with an item this server cannot read ({', '.join(fields)})"
-        ) from None
-
-
-def _lenient_payload(model: type[BaseModel], payload: Any) -> BaseModel:
-    """The payload as ``model``; other sync clients may store a known key with another type
-    (``"tags": "x"``), which must not fail a whole page: such keys move, unchanged, under
-    ``UNTYPED_KEY``."""
-    raw = dict(payload) if isinstance(payload, dict) else {}
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
-    untyped = {key: raw.pop(key) for key in sorted(bad) if key in raw}
-    return model.model_validate({**raw, UNTYPED_KEY: untyped})
+def _nullable(annotation: Any) -> Any:
+    return cast(Any, Union)[annotation, None]
 
 
 def _param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
@@ -202,63 +62,41 @@ def _param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -
     )
 
 
-def _field_params(fields: type[BaseModel], *, optional: bool) -> list[inspect.Parameter]:
-    """Tool parameters from a fields model; ``optional`` makes all of them omittable."""
-    params = []
-    annotated = cast(Any, Annotated)
-    for name, info in fields.model_fields.items():
-        described = Field(description=info.description)
-        if optional:
-            base = info.annotation | None  # type: ignore[operator]
-            params.append(_param(name, annotated[(base, *info.metadata, described)], None))
-        else:
-            default = _default(info)
-            null = (
-                ()
-                if default is inspect.Parameter.empty
-                else (_null_means(partial(info.get_default, call_default_factory=True)),)
-            )
-            annotation = annotated[(info.annotation, *info.metadata, described, *null)]
-            params.append(_param(name, annotation, default))
-    return params
+def _optional(
+    name: str, annotation: Any, description: str, default: Any = None
+) -> inspect.Parameter:
+    """An omittable parameter; ``null`` means the default too (clients with strict tool
+    calling send every parameter)."""
+    return _param(name, Annotated[_nullable(annotation), Field(description=description)], default)
 
 
-def _null_means(default: Callable[[], Any]) -> BeforeValidator:
-    """LLM clients send ``null`` for an argument they leave alone; it means the default."""
-    return BeforeValidator(lambda value: default() if value is None else value)
+def _required(name: str, annotation: Any, description: str) -> inspect.Parameter:
+    return _param(name, Annotated[annotation, Field(description=description)])
 
 
-def _default(info: FieldInfo) -> Any:
-    if info.default_factory is not None:
-        return info.default_factory()  # type: ignore[call-arg]
-    if info.default is PydanticUndefined:
-        return inspect.Parameter.empty
-    return info.default
+def _uuid_text(value: str) -> str:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ValueError("must be a UUID, e.g. 0b8c6d3e-5a1f-4c2b-9d7e-3f4a5b6c7d8e") from None
+    return value
 
 
-def _payload(fields: type[BaseModel], args: dict[str, Any], *, partial: bool) -> dict[str, Any]:
-    values = {k: v for k, v in args.items() if k in fields.model_fields}
-    if partial:
-        values = {k: v for k, v in values.items() if v is not None}
-    return {to_camel(k): to_jsonable_python(v) for k, v in values.items()}
+ClientUid = Annotated[str, AfterValidator(_uuid_text), Field(json_schema_extra={"format": "uuid"})]
+Version = Annotated[int, Field(ge=0)]
 
 
-Uid = Annotated[str, Field(min_length=1, description="uid of the item (from list or create).")]
-IncludeDeleted = Annotated[
-    bool,
-    Field(description="Also return deleted items (they are soft-deleted)."),
-    _null_means(lambda: False),
-]
-IfVersion = Annotated[
-    int | None,
-    Field(
-        description="Only apply if the item is still at this version (optimistic "
-        "concurrency); omit to overwrite whatever is there."
-    ),
-]
-
-
-ToolBody = Callable[[dict[str, Any]], Awaitable[Any]]
+def _lenient_payload(model: type[Payload], payload: dict[str, Any]) -> Payload:
+    """The payload as ``model``; other sync clients may store a known key with another type
+    (``"tags": "x"``), which must not fail a whole page: such keys move, unchanged, under
+    ``UNTYPED_KEY``."""
+    raw = dict(payload)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+    untyped = {key: raw.pop(key) for key in sorted(bad) if key in raw}
+    return model.model_validate({**raw, UNTYPED_KEY: untyped})
 
 
 def _tool(
@@ -281,16 +119,48 @@ def _tool(
     return Tool.from_function(run, name=name, description=description, annotations=hints)
 
 
+def expected_version(args: dict[str, Any]) -> int | None:
+    """``if_match``, or its alias ``if_version``; both given and different is an error."""
+    if_match, if_version = args.get("if_match"), args.get("if_version")
+    if if_match is not None and if_version is not None and if_match != if_version:
+        raise ToolError(
+            f"if_match={if_match} and if_version={if_version} disagree; pass one of them "
+            "(if_version is another name for if_match)."
+        )
+    return cast(int | None, if_match if if_match is not None else if_version)
+
+
 class EntityTools:
     """Generates one entity's eight tools over a :class:`Backend`."""
 
-    def __init__(self, spec: EntitySpec, backend: Backend) -> None:
-        self.spec = spec
+    def __init__(self, entity: Entity, backend: Backend) -> None:
+        self.entity = entity
         self.backend = backend
-        self.models = _models(spec)
+        self.specs: tuple[FieldSpec, ...] = field_specs(entity)
+        self.required = REQUIRED[entity.name]
+        parent = entity.parent
+        parent_keys = () if parent is None else (parent.key, parent.type_key)
+        # A replace needs the same, except the parent: the original update_comment and
+        # update_chat_message take it in additional_fields.
+        self.replace_required = tuple(k for k in self.required if k not in parent_keys)
+        self.label = entity.label.replace("_", " ")
+        title = "".join(part.capitalize() for part in entity.singular.split("_"))
+        self.payload = payload_model(entity)
+        self.item: type[Item] = create_model(
+            title,
+            __base__=Item,
+            __doc__=f"A {self.label}: uid, version (for if_match), timestamps and payload.",
+            payload=(self.payload, Field(description=f"The {self.label}'s fields as stored.")),
+        )
+        self.page: type[Page] = create_model(
+            f"{title}Page",
+            __base__=Page,
+            __doc__=f"One page of {self.label}s.",
+            items=(list[self.item], ...),  # type: ignore[name-defined]
+        )
 
     def tools(self) -> Iterator[Tool]:
-        """The eight tools of this entity."""
+        """The eight tools of this entity, in :data:`KINDS` order."""
         yield self._list()
         yield self._get()
         yield self._create()
@@ -300,298 +170,328 @@ class EntityTools:
         yield self._archive()
         yield self._process()
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        uid: str | None = None,
-        params: dict[str, str] | None = None,
-        json: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        """One API request; a failure becomes a :class:`ToolError` a person can act on."""
-        try:
-            return await self.backend.client.call(
-                method, path, params=params, json=json, headers=headers
-            )
-        except _ERRORS as exc:
-            current = None
-            if isinstance(exc, ApiError) and exc.status == 412 and uid is not None:
-                current = await self._current_version(uid)
-            raise to_tool_error(exc, self._context(uid, current)) from None
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _name(self, kind: str) -> str:
+        return tool_name(kind, self.entity)
+
+    def _context(self, uid: str | None) -> ErrorContext:
+        return self.backend.error_context(
+            entity=self.label,
+            uid=uid,
+            get_tool=self._name("get"),
+            list_tool=self._name("list"),
+        )
 
     def _tool(
         self,
-        name: str,
+        kind: str,
         description: str,
         params: list[inspect.Parameter],
         returns: Any,
         body: ToolBody,
         hints: ToolAnnotations,
     ) -> Tool:
-        """:func:`_tool`, with answers the tool cannot use (an :class:`ApiError` raised while
-        reading a successful response) mapped like every other API error."""
+        """:func:`_tool`, with every backend failure mapped to a tool error a person can
+        act on."""
 
         async def guarded(args: dict[str, Any]) -> Any:
             try:
                 return await body(args)
-            except ApiError as exc:
+            except BACKEND_ERRORS as exc:
                 raise to_tool_error(exc, self._context(args.get("uid"))) from None
 
-        return _tool(name, description, params, returns, guarded, hints)
+        return _tool(self._name(kind), description, params, returns, guarded, hints)
 
-    def _context(self, uid: str | None, current: int | None = None) -> ErrorContext:
-        return self.backend.error_context(
-            entity=self.spec.label,
-            uid=uid,
-            get_tool=f"get_{self.spec.singular}",
-            list_tool=f"list_{self.spec.plural}",
-            current_version=current,
+    def _result(self, item: Item) -> Item:
+        return self.item.model_validate(
+            {
+                "uid": item.uid,
+                "version": item.version,
+                "updatedAt": item.updated_at,
+                "deletedAt": item.deleted_at,
+                "payload": _lenient_payload(self.payload, item.payload),
+            }
         )
 
-    async def _current_version(self, uid: str) -> int | None:
-        """After a 412, the version the item is at now, so the caller can retry."""
-        try:
-            body = await self.backend.client.call(
-                "GET", self._item_path(uid), params={"includeDeleted": "true"}
-            )
-        except _ERRORS:
-            return None
-        version = body.get("version") if isinstance(body, dict) else None
-        return version if isinstance(version, int) else None
+    def _uid(self) -> inspect.Parameter:
+        return _required(
+            "uid",
+            Annotated[str, Field(min_length=1)],
+            f"uid of the {self.label} (from {self._name('list')} or {self._name('create')}).",
+        )
 
-    def _item_path(self, uid: str) -> str:
-        return f"{self.spec.path}/{_path_segment(uid)}"
+    def _field_params(self, required: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+        """The entity's fields, the ``required`` keys required, the others omittable."""
+        params = []
+        for spec in self.specs:
+            if spec.key in required:
+                params.append(_required(spec.param, spec.annotation, spec.description))
+            else:
+                params.append(_optional(spec.param, spec.annotation, spec.description))
+        return params
+
+    def _fields(self, args: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
+        """The given fields as payload keys; on create, the original tools' defaults."""
+        payload: dict[str, Any] = {}
+        for spec in self.specs:
+            value = args.get(spec.param)
+            if value is None and create:
+                value = CREATE_DEFAULTS.get((self.entity.name, spec.key))
+            if value is not None:
+                payload[spec.key] = to_jsonable_python(value)
+        return payload
+
+    def _version_params(self) -> list[inspect.Parameter]:
+        return [
+            _optional(
+                "if_match",
+                Version,
+                f"Only apply if the {self.label} is still at this version (its version "
+                "from get/list); otherwise the call fails with a version conflict naming the "
+                "current version. Omit to apply whatever the version.",
+            ),
+            _optional("if_version", Version, "Another name for if_match."),
+        ]
+
+    def _additional(self) -> inspect.Parameter:
+        return _optional(
+            "additional_fields",
+            json_object("additional_fields"),
+            "Any other payload keys, as an object or a JSON object string (applied last).",
+        )
+
+    # --- the eight tools ------------------------------------------------------------------
 
     def _list(self) -> Tool:
-        spec, page = self.spec, self.models.page
+        entity = self.entity
 
         async def body(args: dict[str, Any]) -> Any:
-            params = {"limit": str(args["limit"])}
-            if args["cursor"]:
-                params["cursor"] = args["cursor"]
-            if args["include_deleted"]:
-                params["includeDeleted"] = "true"
-            result = await self._call("GET", spec.path, params=params)
-            if not isinstance(result, dict):
-                result = {}
-            items = [_item(self.models.item, raw) for raw in result.get("items") or []]
-            return page(items=items, next_cursor=result.get("nextCursor"))
+            page = await self.backend.client.list_items(
+                entity,
+                limit=args["limit"] or contract.MCP_LIST_LIMIT,
+                cursor=args["cursor"],
+                include_deleted=bool(args["include_deleted"]),
+            )
+            items = [self._result(item) for item in page.items]
+            return self.page.model_validate({"items": items, "nextCursor": page.next_cursor})
 
-        params = [
-            _param(
-                "limit",
-                Annotated[
-                    int,
-                    Field(ge=1, le=MAX_PAGE, description="Items per page."),
-                    _null_means(lambda: DEFAULT_PAGE),
-                ],
-                DEFAULT_PAGE,
-            ),
-            _param(
-                "cursor",
-                Annotated[str | None, Field(description="next_cursor from the previous page.")],
-                None,
-            ),
-            _param("include_deleted", IncludeDeleted, False),
-        ]
+        limit = Annotated[int, Field(ge=1, le=contract.MAX_LIST_LIMIT)]
         return self._tool(
-            f"list_{spec.plural}",
-            f"List {spec.label}s, one page at a time. {spec.about} Returns items and "
-            "next_cursor; call again with cursor=next_cursor for more.",
-            params,
-            page,
+            "list",
+            f"List {self.label}s, one page at a time, in the order they last changed. "
+            f"{entity.about} Returns items (uid, version, updatedAt, deletedAt, payload) and "
+            "nextCursor: call again with cursor=nextCursor for the next page; a page without "
+            "items is the end.",
+            [
+                _optional(
+                    "limit",
+                    limit,
+                    f"Items per page (1-{contract.MAX_LIST_LIMIT}, "
+                    f"default {contract.MCP_LIST_LIMIT}).",
+                    contract.MCP_LIST_LIMIT,
+                ),
+                _optional("cursor", str, "nextCursor of the previous page."),
+                _optional("include_deleted", bool, "Also list deleted items.", False),
+            ],
+            self.page,
             body,
             ToolAnnotations(read_only_hint=True),
         )
 
     def _get(self) -> Tool:
-        spec, item = self.spec, self.models.item
+        entity = self.entity
 
         async def body(args: dict[str, Any]) -> Any:
-            params = {"includeDeleted": "true"} if args["include_deleted"] else None
-            uid = args["uid"]
-            return _item(
-                item, await self._call("GET", self._item_path(uid), uid=uid, params=params)
+            item = await self.backend.client.get_item(
+                entity, args["uid"], include_deleted=bool(args["include_deleted"])
             )
+            return self._result(item)
 
         return self._tool(
-            f"get_{spec.singular}",
-            f"Get one {spec.label} by uid. {spec.about}",
-            [_param("uid", Uid), _param("include_deleted", IncludeDeleted, False)],
-            item,
+            "get",
+            f"Get one {self.label} by uid. {entity.about} A deleted one only with "
+            "include_deleted=true.",
+            [
+                self._uid(),
+                _optional(
+                    "include_deleted", bool, f"Also return the {self.label} if deleted.", False
+                ),
+            ],
+            self.item,
             body,
             ToolAnnotations(read_only_hint=True),
         )
 
     def _create(self) -> Tool:
-        spec, item = self.spec, self.models.item
+        entity = self.entity
 
         async def body(args: dict[str, Any]) -> Any:
-            payload = _payload(spec.fields, args, partial=False)
-            return _item(item, await self._call("POST", spec.path, json=payload))
+            payload: dict[str, Any] = {}
+            if args["uid"] is not None:
+                payload["uid"] = args["uid"]
+            payload |= self._fields(args, create=True)
+            payload |= args["additional_fields"] or {}
+            return self._result(await self.backend.client.create_item(entity, payload))
 
         return self._tool(
-            f"create_{spec.singular}",
-            f"Create a {spec.label}. {spec.about} Returns it with its new uid and version 1.",
-            _field_params(spec.fields, optional=False),
-            item,
+            "create",
+            f"Create a {self.label}. {entity.about} Fields not given are not stored; "
+            "additional_fields adds any other payload keys. Pass uid (a UUID) to choose its "
+            "uid, as offline-first apps do; creating with an existing uid replaces that item. "
+            "Returns it with its uid and version.",
+            [
+                *self._field_params(self.required),
+                self._additional(),
+                _optional(
+                    "uid",
+                    ClientUid,
+                    f"The new {self.label}'s uid (a UUID); omit to let the API choose one.",
+                ),
+            ],
+            self.item,
             body,
             ToolAnnotations(read_only_hint=False, destructive_hint=False),
         )
 
     def _update(self) -> Tool:
-        return self._write(
-            partial=False,
-            name=f"update_{self.spec.singular}",
-            description=f"Replace all fields of a {self.spec.label} (fields not given get their "
-            f"defaults; to change only some, use patch_{self.spec.singular}). "
-            "Returns the new version.",
-        )
-
-    def _patch(self) -> Tool:
-        return self._write(
-            partial=True,
-            name=f"patch_{self.spec.singular}",
-            description=f"Change some fields of a {self.spec.label}; omitted fields stay as "
-            "they are. Returns the new version.",
-        )
-
-    def _write(self, *, partial: bool, name: str, description: str) -> Tool:
-        """update_ (PUT, every field) and patch_ (PATCH, merge of the given fields) differ
-        only in the method and in which fields are required."""
-        spec, item = self.spec, self.models.item
-        method = "PATCH" if partial else "PUT"
+        entity = self.entity
 
         async def body(args: dict[str, Any]) -> Any:
+            version = expected_version(args)
             uid = args["uid"]
-            payload = _payload(spec.fields, args, partial=partial)
-            return _item(
-                item,
-                await self._call(
-                    method,
-                    self._item_path(uid),
-                    uid=uid,
-                    json=payload,
-                    headers=_if_match(args["if_version"]),
-                ),
-            )
+            payload = {"uid": uid, **self._fields(args), **(args["additional_fields"] or {})}
+            item = await self.backend.client.update_item(entity, uid, payload, if_match=version)
+            return self._result(item)
 
         return self._tool(
-            name,
-            description,
+            "update",
+            f"Replace a {self.label}: its payload becomes exactly the fields given (plus "
+            "additional_fields); fields not given are removed — to change only some, use "
+            f"{self._name('patch')}. With if_match=<version> it only applies if the "
+            f"{self.label} is still at that version, else a version-conflict error names the "
+            "current one.",
             [
-                _param("uid", Uid),
-                *_field_params(spec.fields, optional=partial),
-                _param("if_version", IfVersion, None),
+                self._uid(),
+                *self._field_params(self.replace_required),
+                *self._version_params(),
+                self._additional(),
             ],
-            item,
-            body,
-            # Replacing drops fields not given; merging only changes the ones given.
-            ToolAnnotations(
-                read_only_hint=False, destructive_hint=not partial, idempotent_hint=True
-            ),
-        )
-
-    def _delete(self) -> Tool:
-        spec = self.spec
-
-        async def body(args: dict[str, Any]) -> Any:
-            uid = args["uid"]
-            result = await self._call("DELETE", self._item_path(uid), uid=uid)
-            if isinstance(result, dict) and "uid" in result:
-                return Deleted(
-                    uid=str(result["uid"]),
-                    version=result.get("version"),
-                    deleted_at=result.get("deletedAt"),
-                )
-            return Deleted(uid=uid)
-
-        return self._tool(
-            f"delete_{spec.singular}",
-            f"Delete a {spec.label} (soft delete: get_{spec.singular} with "
-            "include_deleted=true still shows it).",
-            [_param("uid", Uid)],
-            Deleted,
+            self.item,
             body,
             ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
         )
 
-    def _archive(self) -> Tool:
-        spec, item = self.spec, self.models.item
+    def _patch(self) -> Tool:
+        entity = self.entity
+        example = ", ".join(f'"{spec.key}": ...' for spec in self.specs[:2])
 
         async def body(args: dict[str, Any]) -> Any:
-            uid = args["uid"]
-            return _item(item, await self._call("POST", f"{self._item_path(uid)}/archive", uid=uid))
+            version = expected_version(args)
+            changes = self._fields(args)
+            updates: dict[str, Any] = args["updates"] or {}
+            clashes = sorted(k for k in updates if k in changes and changes[k] != updates[k])
+            if clashes:
+                raise ToolError(
+                    f"updates and the named arguments give different values for "
+                    f"{', '.join(clashes)}; give each field once."
+                )
+            changes |= updates
+            if not changes:
+                raise ToolError(
+                    f"Nothing to change: pass updates={{{example}}} or fields such as "
+                    f"{self.specs[0].param}=..."
+                )
+            item = await self.backend.client.patch_item(
+                entity, args["uid"], changes, if_match=version
+            )
+            return self._result(item)
 
         return self._tool(
-            f"archive_{spec.singular}",
-            f"Archive a {spec.label}: kept, but out of the way.",
-            [_param("uid", Uid)],
-            item,
+            "patch",
+            f"Change some fields of a {self.label}; the others stay. Give updates (an object "
+            f"or JSON object string of payload keys as stored, e.g. {{{example}}}) and/or the "
+            "named fields. A key set to null in updates is stored as null. if_match as for "
+            f"{self._name('update')}.",
+            [
+                self._uid(),
+                _optional(
+                    "updates",
+                    json_object("updates"),
+                    "The fields to change, as an object or a JSON object string, with the "
+                    "payload's own (camelCase) keys.",
+                ),
+                *self._field_params(),
+                *self._version_params(),
+            ],
+            self.item,
+            body,
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+        )
+
+    def _delete(self) -> Tool:
+        entity = self.entity
+
+        async def body(args: dict[str, Any]) -> Any:
+            return self._result(await self.backend.client.delete_item(entity, args["uid"]))
+
+        return self._tool(
+            "delete",
+            f"Delete a {self.label} (a soft delete: it comes back with deletedAt, and "
+            f"{self._name('get')} with include_deleted=true still shows it).",
+            [self._uid()],
+            self.item,
+            body,
+            ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
+        )
+
+    def _archive(self) -> Tool:
+        entity = self.entity
+
+        async def body(args: dict[str, Any]) -> Any:
+            return self._result(await self.backend.client.archive_item(entity, args["uid"]))
+
+        return self._tool(
+            "archive",
+            f"Archive a {self.label}: kept, but out of the way ({entity.archive.about}).",
+            [self._uid()],
+            self.item,
             body,
             ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
         )
 
     def _process(self) -> Tool:
-        spec, item = self.spec, self.models.item
+        entity = self.entity
+        actions = entity.action_help()
 
         async def body(args: dict[str, Any]) -> Any:
-            uid = args["uid"]
-            request: dict[str, Any] = {"action": args["action"]}
-            if args["metadata"]:
-                request["metadata"] = args["metadata"]
-            return _item(
-                item,
-                await self._call("POST", f"{self._item_path(uid)}/process", uid=uid, json=request),
+            item = await self.backend.client.process_item(
+                entity, args["uid"], args["action"], metadata=args["metadata"]
             )
+            return self._result(item)
 
-        actions = "; ".join(f"{name}: {effect}" for name, effect in spec.actions.items())
         return self._tool(
-            f"process_{spec.singular}",
-            f"Apply an action to a {spec.label}. Actions — {actions}.",
+            "process",
+            f"Apply an action to a {self.label}: {actions}.",
             [
-                _param("uid", Uid),
-                _param(
+                self._uid(),
+                _required(
                     "action",
-                    Annotated[self.models.action, Field(description=f"One of: {actions}.")],
+                    Literal.__getitem__(tuple(entity.actions)),
+                    f"One of: {actions}.",
                 ),
-                _param(
+                _optional(
                     "metadata",
-                    Annotated[
-                        JsonObject | None,
-                        Field(description="Optional extra information stored with the action."),
-                    ],
-                    None,
+                    json_object("metadata"),
+                    "Extra information stored with the action (an object or a JSON object string).",
                 ),
             ],
-            item,
+            self.item,
             body,
             ToolAnnotations(read_only_hint=False, destructive_hint=False),
         )
 
 
-def _path_segment(uid: str) -> str:
-    """``uid`` as exactly one path segment. Unescaped, a ``/``, ``?``, ``#`` or dot segment
-    would reach another route: ``process_note(uid="../sync/wipe?")`` would wipe the user's
-    data, ``delete_note(uid="../tasks/…")`` would delete a task."""
-    segment = quote(uid, safe="")
-    return segment.replace(".", "%2E") if not segment.strip(".") else segment
-
-
-def _if_match(version: int | None) -> dict[str, str] | None:
-    return None if version is None else {"If-Match": str(version)}
-
-
 def entity_tools(backend: Backend) -> list[Tool]:
-    """All forty entity tools."""
-    return [tool for spec in ENTITIES for tool in EntityTools(spec, backend).tools()]
-
-
-def tool_parameters(tools: list[Tool]) -> dict[str, frozenset[str]]:
-    """Each tool's parameter names, to drop arguments a client made up."""
-    return {
-        tool.name: frozenset(cast(dict[str, Any], tool.parameters.get("properties", {})))
-        for tool in tools
-    }
+    """The eight tools of every entity of the contract."""
+    return [tool for entity in contract.ENTITIES for tool in EntityTools(entity, backend).tools()]

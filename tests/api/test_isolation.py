@@ -1,4 +1,5 @@
-"""No route ever shows or changes another tenant's or another user's items."""
+"""No route ever shows or changes another tenant's or another user's items: REST, push and
+pull alike (a uid is only an item's name within its owner's data)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,18 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import Api, User
+from tests.api.items import create, pull, push
 from toolbridge_api.entities import ENTITIES
 
 pytestmark = pytest.mark.usefixtures("backend")
 
 
 async def _attack(owner: User, attacker: User, entity: str, action: str) -> None:
-    item = await owner.create(entity, {"owner": owner.user_id, "n": 1})
+    item = await create(owner, entity, owner=owner.user_id, n=1)
     uid = item["uid"]
     attacks: list[tuple[str, str, Any]] = [
         ("GET", f"/v1/{entity}/{uid}", None),
         ("GET", f"/v1/{entity}/{uid}?includeDeleted=true", None),
-        ("PUT", f"/v1/{entity}/{uid}", {"stolen": True}),
         ("PUT", f"/v1/{entity}/{uid}", {"stolen": True}),
         ("PATCH", f"/v1/{entity}/{uid}", {"stolen": True}),
         ("POST", f"/v1/{entity}/{uid}/archive", None),
@@ -34,15 +35,39 @@ async def _attack(owner: User, attacker: User, entity: str, action: str) -> None
     assert if_match.status_code == 404
 
     listed = await attacker.request("GET", f"/v1/{entity}", params={"includeDeleted": "true"})
-    assert listed.json() == {"items": [], "nextCursor": None}
-    state = (await attacker.http.get("/v1/sync/state", headers=attacker.headers)).json()
-    assert state["entities"][entity]["count"] == 0
-    wiped = await attacker.http.post("/v1/sync/wipe", headers=attacker.headers)
-    assert wiped.json()["deleted"] == 0
+    assert listed.json() == {"items": []}
+    assert await pull(attacker, entity) == {"upserts": [], "deletes": []}
+
+    # Pushing the owner's uid (even newer, even a tombstone) makes an item of the attacker's.
+    stolen = {**item["payload"], "stolen": True, "updatedTs": "2100-01-01T00:00:00Z"}
+    if entity == "comments":
+        stolen["parentUid"] = (await attacker.create("notes", {}))["uid"]
+    elif entity == "chat_messages":
+        stolen["chatUid"] = (await attacker.create("chats", {}))["uid"]
+    tombstone = {**stolen, "updatedTs": "2100-01-01T00:00:01Z", "sync": {"isDeleted": True}}
+    acks = await push(attacker, entity, stolen, tombstone)
+    assert [(ack["uid"], ack["version"], ack.get("error")) for ack in acks] == [
+        (uid, 1, None),
+        (uid, 2, None),
+    ]
+    # Another user's live item is no parent (the attacker's own item of that uid is deleted).
+    if entity in ("notes", "chats"):
+        child_entity, key = (
+            ("comments", "parentUid") if entity == "notes" else ("chat_messages", "chatUid")
+        )
+        child = {key: uid, "parentType": "note"}
+        refused = await attacker.request("POST", f"/v1/{child_entity}", json=child)
+        assert refused.status_code == 400
+
+    wiped = await attacker.http.post(
+        "/v1/sync/wipe", json={"confirm": "WIPE"}, headers={**attacker.headers, **attacker.sync}
+    )
+    assert wiped.status_code == 200, wiped.text
 
     unchanged = await owner.request("GET", f"/v1/{entity}/{uid}")
     assert unchanged.status_code == 200
     assert unchanged.json() == item
+    assert [i["uid"] for i in (await pull(owner, entity))["upserts"]][-1] == uid
 
 
 def _cases() -> list[Any]:
@@ -69,7 +94,12 @@ async def test_epochs_are_per_user_and_tenant(api: Api) -> None:
     alice = await api.user("auth0|alice", tenant_id="tenant-a")
     alice_elsewhere = await api.user("auth0|alice", tenant_id="tenant-b")
     bob = await api.user("auth0|bob", tenant_id="tenant-a")
-    await alice.http.post("/v1/sync/wipe", headers=alice.headers)
-    assert (await alice.request("GET", "/v1/notes")).status_code == 409
+    await alice.http.post(
+        "/v1/sync/wipe", json={"confirm": "WIPE"}, headers={**alice.headers, **alice.sync}
+    )
+    await alice.start_session()
+    stale = await alice.request("GET", "/v1/notes", headers={"X-Sync-Epoch": "1"})
+    assert stale.status_code == 409
+    assert (await alice.request("GET", "/v1/notes")).status_code == 200
     assert (await alice_elsewhere.request("GET", "/v1/notes")).status_code == 200
     assert (await bob.request("GET", "/v1/notes")).status_code == 200

@@ -241,9 +241,9 @@ async def test_a_second_authorization_header_is_not_what_gets_forwarded(
 
 def titles(api: ApiServer, user: str) -> list[str]:
     """The titles of a user's notes, as the API stored them."""
-    page, _ = api.run(
+    page = api.run(
         lambda store: store.list_items(
-            Principal(TENANT_ID, user), "notes", after=0, limit=1000, include_deleted=True
+            Principal(TENANT_ID, user), "notes", after=None, limit=1000, include_deleted=True
         )
     )
     return [str(item.payload.get("title")) for item in page]

@@ -18,7 +18,11 @@ from toolbridge_api.db.store import Store
 from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.entities import ENTITIES
 from toolbridge_api.errors import install_error_handlers
-from toolbridge_api.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
+from toolbridge_api.middleware import (
+    BodyLimitMiddleware,
+    CorrelationIdMiddleware,
+    DeferredHeadersMiddleware,
+)
 from toolbridge_api.routes import health, sync
 from toolbridge_api.routes.delta import delta_router
 from toolbridge_api.routes.entities import entity_router
@@ -26,6 +30,7 @@ from toolbridge_api.routes.health import server_version
 from toolbridge_api.security import (
     Authenticator,
     RateLimiter,
+    RateLimits,
     TenantVerifier,
     TokenVerifier,
 )
@@ -49,17 +54,27 @@ def build_authenticator(settings: ApiSettings) -> Authenticator:
             settings.tenant_secret, max_skew_seconds=settings.max_timestamp_skew_seconds
         )
     )
-    limiter = RateLimiter(
-        requests=settings.rate_limit_requests,
-        window_seconds=settings.rate_limit_window_seconds,
-        burst=settings.rate_limit_burst,
-    )
     return Authenticator(
-        tokens=tokens,
-        tenants=tenants,
-        rate_limiter=limiter,
-        debug_sub_enabled=settings.debug_sub_enabled,
+        tokens=tokens, tenants=tenants, debug_sub_enabled=settings.debug_sub_enabled
     )
+
+
+def build_rate_limits(settings: ApiSettings) -> RateLimits:
+    """A bucket per caller in each group: REST and push/pull alike, sessions/wipe/state less."""
+
+    def entity_limiter() -> RateLimiter:
+        return RateLimiter(
+            requests=settings.rate_limit_requests,
+            window_seconds=settings.rate_limit_window_seconds,
+            burst=settings.rate_limit_burst,
+        )
+
+    auth = RateLimiter(
+        requests=settings.auth_rate_limit_requests,
+        window_seconds=settings.auth_rate_limit_window_seconds,
+        burst=settings.auth_rate_limit_burst,
+    )
+    return RateLimits({"rest": entity_limiter(), "sync": entity_limiter(), "auth": auth})
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -78,6 +93,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 store, session_ttl=timedelta(seconds=settings.session_ttl_seconds)
             )
             app.state.authenticator = authenticator
+            app.state.rate_limits = build_rate_limits(settings)
             url = make_url(settings.database_url)
             logger.info(
                 "toolbridge-api ready: database {} ({}), tenant headers {}",
@@ -102,6 +118,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     install_error_handlers(app)
     # The last added runs first: the correlation id exists before the body limit answers.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(DeferredHeadersMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
     app.include_router(health.router)
     app.include_router(sync.router)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from toolbridge_common.contract import AUTH_RATE_LIMIT, ENTITY_RATE_LIMIT, SESSION_TTL_SECONDS
 from toolbridge_common.settings import (
     ConfigError,
     LogLevel,
@@ -62,10 +63,25 @@ class ApiSettings(DatabaseSettings):
     max_timestamp_skew_seconds: float = Field(default=300, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=0, le=65535)
-    rate_limit_requests: int = Field(default=600, ge=1)
-    rate_limit_window_seconds: float = Field(default=60, gt=0)
-    rate_limit_burst: int = Field(default=120, ge=1)
-    session_ttl_seconds: float = Field(default=1800, gt=0)
+    rate_limit_requests: int = Field(default=ENTITY_RATE_LIMIT.max_requests, ge=1)
+    rate_limit_window_seconds: float = Field(default=ENTITY_RATE_LIMIT.window_seconds, gt=0)
+    rate_limit_burst: int = Field(default=ENTITY_RATE_LIMIT.burst, ge=1)
+    auth_rate_limit_requests: int = Field(
+        default=AUTH_RATE_LIMIT.max_requests,
+        ge=1,
+        description="Per-user rate limit of sync sessions, wipe and state: requests per window.",
+    )
+    auth_rate_limit_window_seconds: float = Field(
+        default=AUTH_RATE_LIMIT.window_seconds,
+        gt=0,
+        description="Per-user rate limit of sync sessions, wipe and state: the window.",
+    )
+    auth_rate_limit_burst: int = Field(
+        default=AUTH_RATE_LIMIT.burst,
+        ge=1,
+        description="Per-user rate limit of sync sessions, wipe and state: requests at once.",
+    )
+    session_ttl_seconds: float = Field(default=SESSION_TTL_SECONDS, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     @model_validator(mode="after")

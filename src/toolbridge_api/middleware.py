@@ -3,6 +3,9 @@
 - :class:`CorrelationIdMiddleware`: every request gets a correlation id (the client's
   ``X-Correlation-ID`` if sane, else a new one) in ``request.state.correlation_id``, and every
   response carries it back;
+- :class:`DeferredHeadersMiddleware`: headers a dependency settled before the outcome was
+  known (the rate limit's, :func:`defer_headers`) go on whatever response follows, the
+  route's or an error's;
 - :class:`BodyLimitMiddleware`: a request body larger than the limit is a 413 before any
   route runs, whether or not it announced its length.
 
@@ -15,7 +18,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toolbridge_common.contract import HEADER_CORRELATION_ID, error_body
@@ -23,6 +28,7 @@ from toolbridge_common.contract import HEADER_CORRELATION_ID, error_body
 _CORRELATION_HEADER = HEADER_CORRELATION_ID.lower().encode()
 _SANE_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DEFERRED = "deferred_headers"
 
 
 def new_correlation_id() -> str:
@@ -63,6 +69,47 @@ class CorrelationIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def defer_headers(request: Request, headers: Mapping[str, str]) -> None:
+    """Put ``headers`` on this request's response, whichever it turns out to be (a route
+    that returns its own ``Response``, or an error answer); needs
+    :class:`DeferredHeadersMiddleware`."""
+    deferred: dict[str, str] | None = request.scope.setdefault("state", {}).get(_DEFERRED)
+    if deferred is None:
+        deferred = {}
+        request.scope["state"][_DEFERRED] = deferred
+    deferred.update(headers)
+
+
+class DeferredHeadersMiddleware:
+    """Adds the headers of :func:`defer_headers` to the response (replacing same names)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            deferred: dict[str, str] = scope.get("state", {}).get(_DEFERRED) or {}
+            if message["type"] == "http.response.start" and deferred:
+                names = {name.lower().encode("latin-1") for name in deferred}
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() not in names
+                ]
+                headers.extend(
+                    (name.lower().encode("latin-1"), value.encode("latin-1"))
+                    for name, value in deferred.items()
+                )
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodyLimitMiddleware:

@@ -54,6 +54,9 @@ class RateLimit:
 
 ENTITY_RATE_LIMIT: Final = RateLimit(window_seconds=60, max_requests=600, burst=120)
 """Per user, one bucket for the REST routes and another for push/pull."""
+AUTH_RATE_LIMIT: Final = RateLimit(window_seconds=60, max_requests=60, burst=20)
+"""Per user, one more bucket for sync sessions, wipe and state (the original's newer
+"auth" limiter)."""
 
 # --- headers -------------------------------------------------------------------------------
 

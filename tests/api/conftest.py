@@ -137,6 +137,8 @@ def api_settings(api_jwks: JWKSServer, database_url: str, **overrides: Any) -> A
         "database_url": database_url,
         "rate_limit_requests": 1_000_000,
         "rate_limit_burst": 1_000_000,
+        "auth_rate_limit_requests": 1_000_000,
+        "auth_rate_limit_burst": 1_000_000,
     }
     fields.update(overrides)
     return ApiSettings(_env_file=None, **fields)  # type: ignore[call-arg]

@@ -27,6 +27,8 @@ def test_defaults_match_the_contract() -> None:
     assert (settings.host, settings.port) == ("127.0.0.1", 8081)
     assert (settings.rate_limit_requests, settings.rate_limit_window_seconds) == (600, 60)
     assert settings.rate_limit_burst == 120
+    assert (settings.auth_rate_limit_requests, settings.auth_rate_limit_window_seconds) == (60, 60)
+    assert settings.auth_rate_limit_burst == 20
     assert settings.session_ttl_seconds == 1800
     assert settings.max_timestamp_skew_seconds == 300
     assert settings.debug_sub_enabled is False
@@ -93,6 +95,9 @@ def test_no_verification_at_all_is_refused_unless_debug_mode() -> None:
         ("port", "eighty", "TOOLBRIDGE_API_PORT"),
         ("max_body_bytes", 7, "TOOLBRIDGE_API_MAX_BODY_BYTES"),
         ("rate_limit_burst", 0, "TOOLBRIDGE_API_RATE_LIMIT_BURST"),
+        ("auth_rate_limit_burst", 0, "TOOLBRIDGE_API_AUTH_RATE_LIMIT_BURST"),
+        ("auth_rate_limit_requests", -1, "TOOLBRIDGE_API_AUTH_RATE_LIMIT_REQUESTS"),
+        ("auth_rate_limit_window_seconds", -5, "TOOLBRIDGE_API_AUTH_RATE_LIMIT_WINDOW_SECONDS"),
         ("log_level", "LOUD", "TOOLBRIDGE_API_LOG_LEVEL"),
     ],
 )

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from tests.support.idp import IdP
 from tests.support.jwks import JWKSServer
 from toolbridge_api.cli import app as cli
 from toolbridge_api.security import tenant_signature
+from toolbridge_common import contract
 
 TENANT_SECRET = "tenant-secret-for-http-tests-0123456789"
 
@@ -53,7 +56,7 @@ def test_sync_flow_over_real_http(api_server: ApiServer, idp: IdP) -> None:
         assert created.status_code == 201
         uid = created.json()["uid"]
         done = client.post(f"/v1/tasks/{uid}/process", json={"action": "complete"}, headers=sync)
-        assert done.json()["payload"]["status"] == "done"
+        assert done.json()["payload"]["status"] == "completed"
         stale = client.put(f"/v1/tasks/{uid}", json={}, headers={**sync, "If-Match": "1"})
         assert stale.status_code == 412
         listed = client.get("/v1/tasks", headers=sync)
@@ -65,10 +68,76 @@ def test_sync_flow_over_real_http(api_server: ApiServer, idp: IdP) -> None:
         mismatch = client.get("/v1/tasks", headers=sync)
         assert (mismatch.status_code, mismatch.json()["epoch"]) == (409, 2)
         assert mismatch.headers["X-Sync-Epoch"] == "2"
+        assert mismatch.headers["X-RateLimit-Burst"] == "1000000"
 
         assert api_server.expire_sessions() == 1
         expired = client.get("/v1/tasks", headers={**sync, "X-Sync-Epoch": "2"})
         assert expired.status_code == 428
+
+
+def test_the_originals_wipe_flow_over_real_http(idp: IdP, database_url: str) -> None:
+    """The original README's and scripts' flow, as they call it (X-Debug-Sub, no token):
+    session, push, pull; wipe with the confirmation; the old session is gone (428), a new
+    session brings the new epoch, and the old epoch is refused (409)."""
+    with (
+        ApiServer(
+            idp.base_url + "/.well-known/jwks.json",
+            idp.base_url + "/",
+            AUDIENCE,
+            database_url=database_url,
+            debug_sub_enabled=True,
+        ) as server,
+        httpx.Client(base_url=server.url, headers={"X-Debug-Sub": "smoke-test-user"}) as client,
+    ):
+        session = client.post("/v1/sync/sessions")
+        assert session.status_code == 201
+        assert session.headers["X-Sync-Epoch"] == "1"
+        old = {"X-Sync-Session": session.json()["id"], "X-Sync-Epoch": "1"}
+        note = str(uuid.uuid4())
+        item = {
+            "uid": note,
+            "title": "Smoke Test Note",
+            "content": "This is a smoke test",
+            "updatedTs": "2025-11-03T10:00:00Z",
+            "sync": {"version": 1, "isDeleted": False},
+        }
+        pushed = client.post("/v1/sync/notes/push", json={"items": [item]}, headers=old)
+        assert pushed.status_code == 200, pushed.text
+        assert pushed.json()[0]["version"] == 1
+        pulled = client.get("/v1/sync/notes/pull", params={"limit": 100}, headers=old).json()
+        assert [upsert["uid"] for upsert in pulled["upserts"]] == [note]
+
+        refused = client.post("/v1/sync/wipe", json={}, headers=old)
+        assert refused.status_code == 400
+        assert 'send {"confirm": "WIPE"}' in refused.json()["error"]
+        wiped = client.post("/v1/sync/wipe", json={"confirm": "WIPE"}, headers=old)
+        assert wiped.status_code == 200, wiped.text
+        assert wiped.json() == {"epoch": 2, "deleted": {**_NONE_DELETED, "note": 1}}
+
+        gone = client.get("/v1/sync/notes/pull", headers=old)
+        assert gone.status_code == 428
+        assert "POST /v1/sync/sessions" in gone.json()["error"]
+        assert client.get("/v1/sync/state", headers=old).status_code == 428
+
+        renewed = client.post("/v1/sync/sessions")
+        assert renewed.json()["epoch"] == 2
+        assert renewed.headers["X-Sync-Epoch"] == "2"
+        stale = {"X-Sync-Session": renewed.json()["id"], "X-Sync-Epoch": "1"}
+        mismatch = client.get("/v1/sync/notes/pull", headers=stale)
+        assert mismatch.status_code == 409
+        body = mismatch.json()
+        assert (body["error"], body["epoch"]) == ("epoch_mismatch", 2)
+        assert body["correlation_id"] == mismatch.headers["X-Correlation-ID"]
+        assert mismatch.headers["X-Sync-Epoch"] == "2"
+        push_stale = client.post("/v1/sync/notes/push", json={"items": [item]}, headers=stale)
+        assert push_stale.status_code == 409
+
+        current = {**stale, "X-Sync-Epoch": "2"}
+        empty = client.get("/v1/sync/notes/pull", headers=current)
+        assert empty.json() == {"upserts": [], "deletes": []}
+        state = client.get("/v1/sync/state", headers=current).json()
+        assert (state["epoch"], state["lastWipeBy"]) == (2, "smoke-test-user")
+        assert datetime.fromisoformat(state["lastWipeAt"]) <= datetime.now(UTC)
 
 
 def test_every_entity_feature_once_over_real_http(api_server: ApiServer, idp: IdP) -> None:
@@ -80,9 +149,9 @@ def test_every_entity_feature_once_over_real_http(api_server: ApiServer, idp: Id
             client.post("/v1/notes", json={"i": i}, headers=sync).json()["uid"] for i in range(3)
         ]
         patched = client.patch(f"/v1/notes/{uids[0]}", json={"i": None, "t": 1}, headers=sync)
-        assert patched.json()["payload"] == {"t": 1}
+        assert {k: patched.json()["payload"][k] for k in ("i", "t")} == {"i": None, "t": 1}
         archived = client.post(f"/v1/notes/{uids[0]}/archive", headers=sync)
-        assert archived.json()["payload"] == {"t": 1, "archived": True}
+        assert archived.json()["payload"]["status"] == "archived"
         assert client.delete(f"/v1/notes/{uids[1]}", headers=sync).status_code == 200
         assert client.get(f"/v1/notes/{uids[1]}", headers=sync).status_code == 410
         first = client.get("/v1/notes", params={"limit": 1}, headers=sync).json()
@@ -91,12 +160,11 @@ def test_every_entity_feature_once_over_real_http(api_server: ApiServer, idp: Id
             params={"cursor": first["nextCursor"], "includeDeleted": "true"},
             headers=sync,
         ).json()
-        assert [i["uid"] for i in first["items"] + rest["items"]] == uids
-        state = client.get("/v1/sync/state", headers=owner).json()
-        assert (state["entities"]["notes"]["count"], state["entities"]["notes"]["deleted"]) == (
-            2,
-            1,
-        )
+        # (updated time, uid) order: the untouched note, then the archived, then the deleted.
+        order = [uids[2], uids[0], uids[1]]
+        assert [i["uid"] for i in first["items"] + rest["items"]] == order
+        state = client.get("/v1/sync/state", headers=sync)
+        assert (state.status_code, state.json()) == (200, {"epoch": 1})
 
         intruder = _sync_headers(client, other)
         assert client.get(f"/v1/notes/{uids[0]}", headers=intruder).status_code == 404
@@ -109,9 +177,13 @@ def test_every_entity_feature_once_over_real_http(api_server: ApiServer, idp: Id
             == 403
         )
 
-        wiped = client.post("/v1/sync/wipe", headers=owner).json()
-        assert wiped == {"epoch": 2, "deleted": 3}
-        assert client.get("/v1/notes", headers=sync).status_code == 409
+        wiped = client.post("/v1/sync/wipe", json={"confirm": "WIPE"}, headers=sync).json()
+        assert wiped == {"epoch": 2, "deleted": {**_NONE_DELETED, "note": 3}}
+        assert client.get("/v1/notes", headers=sync).status_code == 428
+        assert client.get("/v1/notes", headers=intruder).status_code == 200, "only the owner's"
+
+
+_NONE_DELETED = {entity.table: 0 for entity in contract.ENTITIES}
 
 
 def _sync_headers(client: httpx.Client, auth: dict[str, str]) -> dict[str, str]:
@@ -147,7 +219,7 @@ def test_oversize_streamed_body_is_413_over_real_http(api_server: ApiServer, idp
 
 
 def _tenant_headers(tenant_id: str) -> dict[str, str]:
-    now_ms = int(time.time() * 1000)
+    now_ms = str(int(time.time() * 1000))
     return {
         "X-TB-Tenant-ID": tenant_id,
         "X-TB-Timestamp": str(now_ms),
@@ -165,14 +237,19 @@ def test_serve_from_environment_with_tenant_headers(tmp_path: Path, api_jwks: JW
     token = api_jwks.mint(sub="auth0|carol")
     with ApiProcess(env, cwd=tmp_path) as api, httpx.Client(base_url=api.url) as client:
         assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
-        assert client.get("/v1/sync/info").json()["tenantHeadersRequired"] is True
+        info = client.get("/v1/sync/info").json()
+        assert info == contract.info(datetime.fromisoformat(info["serverTime"]))
         schema = client.get("/openapi.json").json()
         assert "/v1/chat_messages/{uid}/process" in schema["paths"]
         assert client.get("/docs").status_code == 200
 
         auth = {"Authorization": f"Bearer {token}"}
         unsigned = client.post("/v1/sync/sessions", headers={**auth, "X-TB-Tenant-ID": "acme"})
-        assert unsigned.status_code in (401, 403)
+        assert unsigned.status_code == 401
+        forged = {**_tenant_headers("acme"), "X-TB-Signature": "0" * 64}
+        wrong = client.post("/v1/sync/sessions", headers={**auth, **forged})
+        assert wrong.status_code == 401, "every tenant-header failure is a 401"
+        assert wrong.json()["error"].startswith("X-TB-Signature does not match")
         signed = client.post("/v1/sync/sessions", headers={**auth, **_tenant_headers("acme")})
         assert signed.status_code == 201
         sync = {"X-Sync-Session": signed.json()["id"], "X-Sync-Epoch": "1"}
@@ -228,8 +305,15 @@ def test_processes_sharing_a_database_share_sessions_and_epochs(
         got = client.get(f"{first.url}/v1/notes/{created.json()['uid']}", headers=sync)
         assert got.json() == created.json()
 
-        assert client.post(f"{second.url}/v1/sync/wipe").json()["epoch"] == 2
-        assert client.get(f"{first.url}/v1/notes", headers=sync).status_code == 409
-        client.delete(f"{second.url}/v1/sync/sessions/{session['id']}")
-        gone = client.get(f"{first.url}/v1/notes", headers={**sync, "X-Sync-Epoch": "2"})
+        wiped = client.post(f"{second.url}/v1/sync/wipe", json={"confirm": "WIPE"}, headers=sync)
+        assert wiped.json()["epoch"] == 2
+        assert client.get(f"{first.url}/v1/notes", headers=sync).status_code == 428
+        fresh = client.post(f"{first.url}/v1/sync/sessions").json()
+        assert fresh["epoch"] == 2
+        renewed = {"X-Sync-Session": fresh["id"], "X-Sync-Epoch": "1"}
+        assert client.get(f"{second.url}/v1/notes", headers=renewed).status_code == 409
+        renewed["X-Sync-Epoch"] = "2"
+        assert client.get(f"{second.url}/v1/notes", headers=renewed).status_code == 200
+        client.delete(f"{second.url}/v1/sync/sessions/{fresh['id']}")
+        gone = client.get(f"{first.url}/v1/notes", headers=renewed)
         assert gone.status_code == 428

@@ -34,7 +34,7 @@ from toolbridge_api.db.schema import (
     migrate,
 )
 from toolbridge_api.db.store import Store
-from toolbridge_api.db.sync_state import SyncState
+from toolbridge_api.db.sync_state import EpochState, SyncState
 from toolbridge_api.security import Principal
 from toolbridge_common.contract import format_ms
 
@@ -100,10 +100,11 @@ async def _read_back(url: str) -> tuple[str | None, list[str]]:
             "updatedTs": "2026-01-02T00:00:00Z",
             "sync": {"version": 3, "isDeleted": False},
         }
-        session = await sync_state.get_session(who, "5f0c7a4e-2b7d-4a51-8f43-0d7f4c7e9b21")
+        session = await sync_state.find_session("5f0c7a4e-2b7d-4a51-8f43-0d7f4c7e9b21")
         assert session is not None
-        assert session.epoch == 4
+        assert (session.user_id, session.epoch) == ("u", 4)
         assert await sync_state.epoch(who) == 4
+        assert await sync_state.state(who) == EpochState(4, None, None), "0004: no wipe yet"
         async with engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 query = "SELECT indexname FROM pg_indexes WHERE tablename = 'sync_sessions'"

@@ -17,7 +17,8 @@ from toolbridge_api.security import tenant_signature
 
 TENANT_SECRET = "tenant-secret-for-security-http-tests"
 BURST = 5
-ROUTE = "/v1/sync/state"
+ROUTE = "/v1/sync/sessions"
+"""POST: needs exactly authentication (no session); 201 once the caller is let in."""
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,9 @@ def api(jwks_server: JWKSServer) -> Iterator[ApiServer]:
         jwks_server.issuer,
         jwks_server.audience,
         tenant_secret=TENANT_SECRET,
-        rate_limit_requests=1,
-        rate_limit_window_seconds=60,
-        rate_limit_burst=BURST,
+        auth_rate_limit_requests=1,
+        auth_rate_limit_window_seconds=60,
+        auth_rate_limit_burst=BURST,
     ) as server:
         yield server
 
@@ -54,10 +55,10 @@ def _no_leaks(logs: LogCapture, jwks: JWKSServer) -> Iterator[None]:
 
 
 def tenant_headers(tenant: str = "acme", *, secret: str = TENANT_SECRET) -> dict[str, str]:
-    timestamp = int(time.time() * 1000)
+    timestamp = str(int(time.time() * 1000))
     return {
         "X-TB-Tenant-ID": tenant,
-        "X-TB-Timestamp": str(timestamp),
+        "X-TB-Timestamp": timestamp,
         "X-TB-Signature": tenant_signature(secret, tenant, timestamp),
     }
 
@@ -66,7 +67,7 @@ def call(api: ApiServer, token: str | None, **headers: str) -> httpx.Response:
     sent = tenant_headers() | headers
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
-    return httpx.get(api.url + ROUTE, headers=sent)
+    return httpx.post(api.url + ROUTE, headers=sent)
 
 
 def refusal(response: httpx.Response, status: int, token: str | None = None) -> str:
@@ -87,7 +88,7 @@ def user() -> str:
 
 def test_valid_token_and_tenant(api: ApiServer, jwks: JWKSServer) -> None:
     response = call(api, jwks.mint(sub=user()))
-    assert response.status_code == 200, response.text
+    assert response.status_code == 201, response.text
 
 
 @pytest.mark.parametrize(
@@ -138,16 +139,16 @@ def test_missing_or_malformed_authorization(
     headers = tenant_headers()
     if authorization is not None:
         headers["Authorization"] = authorization
-    response = httpx.get(api.url + ROUTE, headers=headers)
+    response = httpx.post(api.url + ROUTE, headers=headers)
     assert refusal(response, 401).startswith(message)
 
 
 def test_tenant_headers_over_http(api: ApiServer, jwks: JWKSServer) -> None:
     token = jwks.mint(sub=user())
-    missing = httpx.get(api.url + ROUTE, headers={"Authorization": f"Bearer {token}"})
+    missing = httpx.post(api.url + ROUTE, headers={"Authorization": f"Bearer {token}"})
     assert refusal(missing, 401, token).startswith("missing X-TB-Tenant-ID header")
     forged = call(api, token, **tenant_headers(secret="guessed"))
-    assert refusal(forged, 403, token).startswith("X-TB-Signature does not match")
+    assert refusal(forged, 401, token).startswith("X-TB-Signature does not match")
     stale = tenant_headers()
     stale["X-TB-Timestamp"] = str(int(stale["X-TB-Timestamp"]) - 301_000)
     assert "too old" in refusal(call(api, token, **stale), 401, token)
@@ -161,11 +162,14 @@ def test_debug_sub_is_refused_when_off(api: ApiServer) -> None:
 def test_rate_limit_is_429_with_retry_after(api: ApiServer, jwks: JWKSServer) -> None:
     token = jwks.mint(sub=user())
     statuses = [call(api, token).status_code for _ in range(BURST)]
-    assert statuses == [200] * BURST
+    assert statuses == [201] * BURST
     limited = call(api, token)
-    assert refusal(limited, 429, token).startswith("rate limit exceeded")
+    assert refusal(limited, 429, token) == (
+        f"rate limit exceeded (1 requests per 60 s, burst {BURST}); retry after 60 s"
+    )
     assert limited.headers["Retry-After"] == "60", "one request per minute refills"
-    assert call(api, jwks.mint(sub=user())).status_code == 200, "other users are unaffected"
+    assert limited.headers["X-RateLimit-Remaining"] == "0"
+    assert call(api, jwks.mint(sub=user())).status_code == 201, "other users are unaffected"
 
 
 def test_debug_mode_and_jwks_outage(jwks: JWKSServer) -> None:
@@ -176,10 +180,10 @@ def test_debug_mode_and_jwks_outage(jwks: JWKSServer) -> None:
             broken.jwks_url, broken.issuer, broken.audience, debug_sub_enabled=True
         ) as api:
             token = broken.mint()
-            response = httpx.get(api.url + ROUTE, headers={"Authorization": f"Bearer {token}"})
+            response = httpx.post(api.url + ROUTE, headers={"Authorization": f"Bearer {token}"})
             message = refusal(response, 503, token)
             assert "signing keys of the identity provider are unavailable" in message
             assert int(response.headers["Retry-After"]) >= 1
-            debug = httpx.get(api.url + ROUTE, headers={"X-Debug-Sub": "alice"})
-            assert debug.status_code == 200, debug.text
+            debug = httpx.post(api.url + ROUTE, headers={"X-Debug-Sub": "alice"})
+            assert debug.status_code == 201, debug.text
             assert not leaked(response.text, broken.issued)

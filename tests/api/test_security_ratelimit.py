@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tests.support.clock import FakeClock
-from toolbridge_api.security import RateLimiter
+from toolbridge_api.security import RateLimiter, RateLimits
+from toolbridge_common.contract import ENTITY_RATE_LIMIT
+
+WALL = 1_700_000_000.0
 
 
 def drain(limiter: RateLimiter, key: str) -> int:
@@ -127,3 +132,79 @@ def test_the_cap_forgets_the_least_recently_used_key(clock: FakeClock) -> None:
         limiter.hit(f"user-{n}")
         assert limiter.hit("heavy") is not None, "a key in use stays limited"
     assert len(limiter) == 3
+
+
+def _limiter(**options: float) -> tuple[RateLimiter, FakeClock]:
+    """A limiter whose refill clock and wall clock are one fake clock at ``WALL``."""
+    clock = FakeClock(start=WALL)
+    settings: dict[str, float] = {"requests": 600, "window_seconds": 60, "burst": 120}
+    settings.update(options)
+    limiter = RateLimiter(
+        requests=int(settings["requests"]),
+        window_seconds=settings["window_seconds"],
+        burst=int(settings["burst"]),
+        clock=clock,
+        wall_clock=clock,
+    )
+    return limiter, clock
+
+
+def test_decision_headers_of_a_fresh_bucket() -> None:
+    limiter, _ = _limiter()
+    decision = limiter.take("alice")
+    assert decision.allowed
+    assert decision.headers() == {
+        "X-RateLimit-Limit": "600",
+        "X-RateLimit-Remaining": "119",
+        "X-RateLimit-Reset": str(int(WALL) + 1),
+        "X-RateLimit-Burst": "120",
+    }, "full again 0.1 s later: the next whole second"
+
+
+def test_remaining_is_the_floor_and_reset_when_full_again() -> None:
+    limiter, clock = _limiter(requests=60, burst=10)
+    for _ in range(10):
+        decision = limiter.take("alice")
+    assert (decision.remaining, decision.reset) == (0, int(WALL) + 10)
+    clock.advance(2.5)
+    decision = limiter.take("alice")
+    assert decision.allowed
+    assert decision.remaining == 1, "2.5 refilled, one taken: 1.5 left, floored"
+    assert decision.reset == math.ceil(WALL + 2.5 + 8.5)
+
+
+def test_a_refusal_reports_zero_remaining_and_the_wait() -> None:
+    limiter, _ = _limiter(requests=6, burst=2)
+    limiter.take("alice")
+    limiter.take("alice")
+    refused = limiter.take("alice")
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(10.0)
+    assert (refused.remaining, refused.reset) == (0, int(WALL) + 20)
+    assert refused.headers()["X-RateLimit-Remaining"] == "0"
+
+
+def test_groups_are_separate_limiters(clock: FakeClock) -> None:
+    def limiter(burst: int) -> RateLimiter:
+        return RateLimiter(requests=60, window_seconds=60, burst=burst, clock=clock)
+
+    limits = RateLimits({"rest": limiter(2), "sync": limiter(2), "auth": limiter(1)})
+    assert [limits.take("rest", "alice").allowed for _ in range(3)] == [True, True, False]
+    assert limits.take("sync", "alice").allowed
+    assert limits.take("auth", "alice").allowed
+    assert not limits.take("auth", "alice").allowed
+    assert limits["auth"].describe() == "60 requests per 60 s, burst 1"
+
+
+def test_every_group_needs_a_limiter() -> None:
+    with pytest.raises(ValueError, match="no rate limiter for group"):
+        RateLimits({"rest": RateLimiter()})
+
+
+def test_the_contract_limit_is_the_default() -> None:
+    limiter = RateLimiter()
+    assert (limiter.requests, limiter.window_seconds, limiter.burst) == (
+        ENTITY_RATE_LIMIT.max_requests,
+        ENTITY_RATE_LIMIT.window_seconds,
+        ENTITY_RATE_LIMIT.burst,
+    )

@@ -36,18 +36,19 @@ def _secret_never_logged(logs: LogCapture) -> Iterator[None]:
 def signed(
     tenant: str = "acme", *, at: float = NOW, secret: str = SECRET, sign_as: str | None = None
 ) -> dict[str, str]:
-    timestamp = int(at * 1000)
+    timestamp = str(int(at * 1000))
     return {
         "X-TB-Tenant-ID": tenant,
-        "X-TB-Timestamp": str(timestamp),
+        "X-TB-Timestamp": timestamp,
         "X-TB-Signature": tenant_signature(secret, sign_as or tenant, timestamp),
     }
 
 
-def refused(verifier: TenantVerifier, headers: dict[str, str], status: int = 401) -> str:
+def refused(verifier: TenantVerifier, headers: dict[str, str]) -> str:
+    """The message of a refusal, which is always a 401 (as the original answers)."""
     with pytest.raises(AuthError) as info:
         verifier.verify(headers)
-    assert info.value.status == status, info.value.message
+    assert info.value.status == 401, info.value.message
     assert SECRET not in info.value.message
     signature = headers.get("X-TB-Signature", "")
     assert len(signature) < 16 or signature not in info.value.message
@@ -57,7 +58,7 @@ def refused(verifier: TenantVerifier, headers: dict[str, str], status: int = 401
 def test_signature_is_hex_hmac_sha256_of_tenant_and_timestamp() -> None:
     # printf 'acme:1700000000000' | openssl dgst -sha256 -hmac 'tenant-secret'
     expected = "f05ea7e70603dfa33b6f9fac34f956a71377e90b01322c151ace9736bc8c3360"
-    assert tenant_signature(SECRET, "acme", 1_700_000_000_000) == expected
+    assert tenant_signature(SECRET, "acme", "1700000000000") == expected
 
 
 def test_valid_headers_give_the_tenant(verifier: TenantVerifier) -> None:
@@ -99,19 +100,33 @@ def test_window_follows_the_clock(verifier: TenantVerifier, wall: FakeClock) -> 
     refused(verifier, headers)
 
 
-def test_forged_signature(verifier: TenantVerifier) -> None:
-    message = refused(verifier, signed(secret="wrong-secret"), status=403)
+def test_forged_signature_is_401_like_every_tenant_failure(verifier: TenantVerifier) -> None:
+    message = refused(verifier, signed(secret="wrong-secret"))
     assert message == "X-TB-Signature does not match: check the tenant secret and tenant id"
 
 
 def test_signature_of_another_tenant_is_refused(verifier: TenantVerifier) -> None:
-    refused(verifier, signed("victim", sign_as="attacker"), status=403)
+    refused(verifier, signed("victim", sign_as="attacker"))
 
 
 def test_signature_of_another_timestamp_is_refused(verifier: TenantVerifier) -> None:
     headers = signed()
     headers["X-TB-Timestamp"] = str(int(NOW * 1000) + 1)
-    refused(verifier, headers, status=403)
+    refused(verifier, headers)
+
+
+def test_the_timestamp_is_signed_as_sent(verifier: TenantVerifier) -> None:
+    """As the original checks it: the signed message is the header's text, so a signature
+    of "01700000000000" is not one of "1700000000000"."""
+    stamp = str(int(NOW * 1000))
+    headers = {
+        "X-TB-Tenant-ID": "acme",
+        "X-TB-Timestamp": "0" + stamp,
+        "X-TB-Signature": tenant_signature(SECRET, "acme", "0" + stamp),
+    }
+    assert verifier.verify(headers) == "acme"
+    headers["X-TB-Signature"] = tenant_signature(SECRET, "acme", stamp)
+    refused(verifier, headers)
 
 
 @pytest.mark.parametrize("missing", ["X-TB-Tenant-ID", "X-TB-Timestamp", "X-TB-Signature"])

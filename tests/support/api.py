@@ -88,7 +88,8 @@ class ApiServer:
 
     ``database_url`` defaults to a fresh SQLite file in a temporary folder. Keyword
     ``settings`` override :class:`ApiSettings` fields (e.g. ``rate_limit_burst``); the rate
-    limit defaults high here so that tests of other components never trip it by accident.
+    limits (all groups) default high here so that tests of other components never trip them
+    by accident.
     """
 
     def __init__(
@@ -113,6 +114,8 @@ class ApiServer:
             "tenant_secret": None if tenant_secret is None else SecretStr(tenant_secret),
             "rate_limit_requests": 1_000_000,
             "rate_limit_burst": 1_000_000,
+            "auth_rate_limit_requests": 1_000_000,
+            "auth_rate_limit_burst": 1_000_000,
         }
         fields.update(settings)
         self.settings = ApiSettings(_env_file=None, **fields)  # type: ignore[call-arg]

@@ -88,10 +88,13 @@ class SyncSession(Base):
 
 
 class UserEpoch(Base):
-    """A user's sync epoch; absent means epoch 1. ``wipe`` increments it."""
+    """A user's sync epoch; absent means epoch 1. ``wipe`` increments it and records when
+    and by whom (the user's id) it last ran."""
 
     __tablename__ = "user_epochs"
 
     tenant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer)
+    last_wipe_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_wipe_by: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -1,21 +1,23 @@
 """Sync sessions, per-user epochs, wipe and the sync state: what a sync client sets up and
 checks before it touches items. Like :mod:`toolbridge_api.db.store`, every statement is
-scoped by the caller's (tenant_id, user_id)."""
+scoped by the caller's (tenant_id, user_id), except the lookups of a session by its id, whose
+owner the caller of those checks compares."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from toolbridge_api.db.models import EntityRow, SyncSession, UserEpoch
 from toolbridge_api.db.store import Store, utcnow
 from toolbridge_api.security import Principal
+from toolbridge_common.contract import ENTITIES
 
 FIRST_EPOCH = 1
 
@@ -41,11 +43,21 @@ class SessionCheck:
 
 
 @dataclass(frozen=True, slots=True)
-class EntityState:
-    count: int
-    deleted: int
-    latest_version: int
-    latest_updated_at: datetime | None
+class Wiped:
+    """What a wipe did: the new epoch, and how many rows it deleted per entity (keyed by the
+    contract's ``Entity.table``, as the original's response names them)."""
+
+    epoch: int
+    deleted: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class EpochState:
+    """A user's epoch and their last wipe, if any."""
+
+    epoch: int
+    last_wipe_at: datetime | None
+    last_wipe_by: str | None
 
 
 def _epoch_of(tenant_id: Any, user_id: Any) -> Any:
@@ -99,16 +111,13 @@ class SyncState:
             )
         return session
 
-    async def get_session(self, principal: Principal, session_id: str) -> Session | None:
-        """The caller's live session, or None (unknown, expired and others' look the same)."""
+    async def find_session(self, session_id: str) -> Session | None:
+        """The live session with this id, whoever owns it (the caller compares the owner)."""
         async with self.store.engine.connect() as conn:
             row = (
                 await conn.execute(
                     select(SyncSession).where(
-                        SyncSession.id == session_id,
-                        SyncSession.tenant_id == principal.tenant_id,
-                        SyncSession.user_id == principal.user_id,
-                        SyncSession.expires_at > utcnow(),
+                        SyncSession.id == session_id, SyncSession.expires_at > utcnow()
                     )
                 )
             ).one_or_none()
@@ -119,6 +128,7 @@ class SyncState:
         )
 
     async def delete_session(self, principal: Principal, session_id: str) -> bool:
+        """Ends one of the caller's sessions; False if they have no such session."""
         async with self.store.writing() as conn:
             result = await conn.execute(
                 delete(SyncSession).where(
@@ -161,63 +171,62 @@ class SyncState:
         async with self.store.writing() as conn:
             return await self._bump_epoch(conn, principal)
 
-    async def _bump_epoch(self, conn: AsyncConnection, principal: Principal) -> int:
+    async def _bump_epoch(self, conn: AsyncConnection, principal: Principal, **also: Any) -> int:
+        """The new epoch (an absent row counts as epoch 1, so it becomes 2); ``also`` sets
+        more columns of the row in the same statement."""
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         statement = (
             dialect.insert(UserEpoch)
-            .values(tenant_id=principal.tenant_id, user_id=principal.user_id, epoch=FIRST_EPOCH + 1)
+            .values(
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                epoch=FIRST_EPOCH + 1,
+                **also,
+            )
             .on_conflict_do_update(
                 index_elements=[UserEpoch.tenant_id, UserEpoch.user_id],
-                set_={"epoch": UserEpoch.epoch + 1},
+                set_={"epoch": UserEpoch.epoch + 1, **also},
             )
             .returning(UserEpoch.epoch)
         )
         return int((await conn.execute(statement)).scalar_one())
 
-    async def wipe(self, principal: Principal) -> tuple[int, int]:
-        """Deletes all the caller's items and bumps the epoch, atomically: (epoch, deleted)."""
+    async def wipe(self, principal: Principal) -> Wiped:
+        """In one transaction: bumps the caller's epoch and records the wipe, deletes all
+        their items for good and ends all their sessions (the caller's too)."""
+        owned = (EntityRow.tenant_id == principal.tenant_id) & (
+            EntityRow.user_id == principal.user_id
+        )
+        deleted: dict[str, int] = {}
         async with self.store.writing() as conn:
-            result = await conn.execute(
-                delete(EntityRow).where(
-                    EntityRow.tenant_id == principal.tenant_id,
-                    EntityRow.user_id == principal.user_id,
+            epoch = await self._bump_epoch(
+                conn, principal, last_wipe_at=utcnow(), last_wipe_by=principal.user_id
+            )
+            for entity in ENTITIES:
+                result = await conn.execute(
+                    delete(EntityRow).where(owned, EntityRow.entity == entity.name)
+                )
+                deleted[entity.table] = int(result.rowcount)
+            await conn.execute(delete(EntityRow).where(owned))  # any entity no longer served
+            await conn.execute(
+                delete(SyncSession).where(
+                    SyncSession.tenant_id == principal.tenant_id,
+                    SyncSession.user_id == principal.user_id,
                 )
             )
-            epoch = await self._bump_epoch(conn, principal)
-        return epoch, int(result.rowcount)
+        return Wiped(epoch, dict(sorted(deleted.items())))
 
-    async def state(self, principal: Principal) -> dict[str, EntityState]:
-        """Per-entity counts and latest versions of the caller's items."""
-        deleted = EntityRow.deleted_at.is_not(None)
-        statement = (
-            select(
-                EntityRow.entity,
-                func.sum(case((deleted, 0), else_=1)),
-                func.sum(case((deleted, 1), else_=0)),
-                func.max(EntityRow.version),
-                func.max(EntityRow.updated_at),
-            )
-            .where(
-                EntityRow.tenant_id == principal.tenant_id,
-                EntityRow.user_id == principal.user_id,
-            )
-            .group_by(EntityRow.entity)
-        )
+    async def state(self, principal: Principal) -> EpochState:
+        """The caller's epoch and last wipe (epoch 1 and none if they never wiped)."""
         async with self.store.engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
-        return {
-            row[0]: EntityState(
-                int(row[1]),
-                int(row[2]),
-                int(row[3]),
-                None if row[4] is None else _as_utc(row[4]),
-            )
-            for row in rows
-        }
-
-
-def _as_utc(value: datetime) -> datetime:
-    """Aggregates bypass the column type on some drivers; normalise to aware UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+            row = (
+                await conn.execute(
+                    select(UserEpoch.epoch, UserEpoch.last_wipe_at, UserEpoch.last_wipe_by).where(
+                        UserEpoch.tenant_id == principal.tenant_id,
+                        UserEpoch.user_id == principal.user_id,
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            return EpochState(FIRST_EPOCH, None, None)
+        return EpochState(int(row[0]), row[1], row[2])

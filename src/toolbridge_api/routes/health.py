@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from loguru import logger
 
-from toolbridge_api.config import ApiSettings
-from toolbridge_api.entities import ENTITIES
 from toolbridge_api.errors import ApiError
 from toolbridge_api.routes.context import StoreDep
-from toolbridge_api.routes.entities import DEFAULT_LIMIT, MAX_LIMIT
-from toolbridge_api.routes.models import HealthOut, InfoOut, LimitsOut, error_responses
+from toolbridge_api.routes.models import HealthOut, error_responses
+from toolbridge_common import contract
 
 router = APIRouter()
 
@@ -38,22 +38,20 @@ async def healthz(store: StoreDep) -> HealthOut:
     return HealthOut(status="ok", database="ok")
 
 
-@router.get("/v1/sync/info", tags=["sync"], operation_id="sync_info")
-async def info(request: Request) -> InfoOut:
-    """What this server supports: entities and their actions, limits. No auth needed."""
-    settings: ApiSettings = request.app.state.settings
-    return InfoOut(
-        name="toolbridge-api",
-        version=server_version(),
-        entities={entity.name: list(entity.actions) for entity in ENTITIES},
-        limits=LimitsOut(
-            listDefaultLimit=DEFAULT_LIMIT,
-            listMaxLimit=MAX_LIMIT,
-            maxBodyBytes=settings.max_body_bytes,
-            sessionTtlSeconds=settings.session_ttl_seconds,
-            rateLimitRequests=settings.rate_limit_requests,
-            rateLimitWindowSeconds=settings.rate_limit_window_seconds,
-            rateLimitBurst=settings.rate_limit_burst,
-        ),
-        tenantHeadersRequired=settings.tenant_secret is not None,
-    )
+@router.get(
+    "/v1/sync/info",
+    tags=["sync"],
+    operation_id="sync_info",
+    responses={
+        200: {
+            "description": "API version, server time, entities, locking, rate limit and hints,"
+            " as the original API answers.",
+            "content": {
+                "application/json": {"example": contract.info(datetime(2025, 1, 1, tzinfo=UTC))}
+            },
+        }
+    },
+)
+async def info() -> JSONResponse:
+    """What this server supports, from the shared contract. No auth needed."""
+    return JSONResponse(contract.info(datetime.now(UTC)))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolbridge_api.db.sync_state import EntityState, Session
+from toolbridge_api.db.sync_state import EpochState, Session
 
 
 class ErrorOut(BaseModel):
@@ -30,7 +30,7 @@ _ERROR_MEANINGS = {
     410: "The item was deleted (GET with includeDeleted=true still shows it).",
     412: "If-Match does not name the item's current version.",
     413: "Request body larger than the server's limit.",
-    428: "Missing, unknown or expired X-Sync-Session, or missing X-Sync-Epoch.",
+    428: "Missing, unknown or expired X-Sync-Session: create one with POST /v1/sync/sessions.",
     429: "Rate limit exceeded; see Retry-After.",
     503: "A dependency (database, identity provider keys) is unavailable.",
 }
@@ -136,51 +136,31 @@ class SessionOut(BaseModel):
         )
 
 
+class WipeIn(BaseModel):
+    """Body of ``POST /v1/sync/wipe``: the confirmation that all data is to go."""
+
+    confirm: Literal["WIPE"] = Field(description='Exactly "WIPE".')
+    mode: Any = Field(default=None, description="Accepted and ignored (as the original).")
+
+
 class WipeOut(BaseModel):
-    epoch: int
-    deleted: int = Field(description="How many items were removed for good.")
-
-
-class EntityStateOut(BaseModel):
-    count: int = Field(description="Live (not deleted) items.")
-    deleted: int = Field(description="Soft-deleted items.")
-    latestVersion: int
-    latestUpdatedAt: datetime | None
-
-    @classmethod
-    def of(cls, state: EntityState | None) -> EntityStateOut:
-        if state is None:
-            return cls(count=0, deleted=0, latestVersion=0, latestUpdatedAt=None)
-        return cls(
-            count=state.count,
-            deleted=state.deleted,
-            latestVersion=state.latest_version,
-            latestUpdatedAt=state.latest_updated_at,
-        )
+    epoch: int = Field(description="The caller's new epoch; every client must resynchronise.")
+    deleted: dict[str, int] = Field(
+        description="Items removed for good, per entity (the original's table names: note,"
+        " task, comment, chat, chat_message, task_list, task_list_category)."
+    )
 
 
 class StateOut(BaseModel):
+    """The caller's sync state; the wipe keys are absent until a first wipe."""
+
     epoch: int
-    userId: str
-    entities: dict[str, EntityStateOut]
+    lastWipeAt: datetime | None = Field(default=None, description="When the last wipe ran.")
+    lastWipeBy: str | None = Field(default=None, description="The user id that wiped.")
 
-
-class LimitsOut(BaseModel):
-    listDefaultLimit: int
-    listMaxLimit: int
-    maxBodyBytes: int
-    sessionTtlSeconds: float
-    rateLimitRequests: int
-    rateLimitWindowSeconds: float
-    rateLimitBurst: int
-
-
-class InfoOut(BaseModel):
-    name: str
-    version: str
-    entities: dict[str, list[str]] = Field(description="Each entity and its process actions.")
-    limits: LimitsOut
-    tenantHeadersRequired: bool
+    @classmethod
+    def of(cls, state: EpochState) -> StateOut:
+        return cls(epoch=state.epoch, lastWipeAt=state.last_wipe_at, lastWipeBy=state.last_wipe_by)
 
 
 class HealthOut(BaseModel):

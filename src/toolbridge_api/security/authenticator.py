@@ -1,8 +1,9 @@
 """One call that turns request headers into a Principal or a refusal.
 
 Order matters: cheap syntax checks first, then the tenant headers, then the token (which may
-need the identity provider), and the rate limit last, so that unauthenticated floods never
-spend a real user's budget.
+need the identity provider). The rate limit is applied per route group once the caller is
+known (``toolbridge_api.routes.context``), keyed by :meth:`Authenticator.rate_key`, so
+unauthenticated floods never spend a real user's budget.
 """
 
 from __future__ import annotations
@@ -18,30 +19,28 @@ from toolbridge_api.security.principal import (
     checked_tenant_id,
     checked_user_id,
 )
-from toolbridge_api.security.ratelimit import RateLimiter
 from toolbridge_api.security.tenant import TENANT_HEADER, TenantVerifier
 from toolbridge_api.security.tokens import TokenVerifier
+from toolbridge_common.contract import HEADER_DEBUG_SUB
 
-DEBUG_SUB_HEADER = "X-Debug-Sub"
+DEBUG_SUB_HEADER = HEADER_DEBUG_SUB
 DEFAULT_TENANT = "default"
 _WARNED_DEBUG_USERS_MAX = 1_000
 
 
 class Authenticator:
-    """Authenticates requests: bearer token (or, in debug mode, ``X-Debug-Sub``), tenant,
-    and per-user rate limit (per tenant too, once signed). Every refusal is an ``AuthError``."""
+    """Authenticates requests: bearer token (or, in debug mode, ``X-Debug-Sub``) and tenant.
+    Every refusal is an ``AuthError``."""
 
     def __init__(
         self,
         *,
         tokens: TokenVerifier,
         tenants: TenantVerifier | None,
-        rate_limiter: RateLimiter | None,
         debug_sub_enabled: bool = False,
     ) -> None:
         self.tokens = tokens
         self.tenants = tenants
-        self.rate_limiter = rate_limiter
         self.debug_sub_enabled = debug_sub_enabled
         self._warned_debug_users: set[str] = set()
         if debug_sub_enabled:
@@ -52,7 +51,7 @@ class Authenticator:
             )
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        """The caller, or ``AuthError`` 401/403 (identity), 503 (JWKS down), 429 (rate)."""
+        """The caller, or ``AuthError`` 401 (identity, tenant headers), 503 (JWKS down)."""
         token = self._bearer(headers)
         debug_sub = header_value(headers, DEBUG_SUB_HEADER) if token is None else None
         tenant_id = self._tenant(headers)
@@ -61,22 +60,15 @@ class Authenticator:
         else:
             assert debug_sub is not None
             user_id = self._debug_user(debug_sub)
-        principal = Principal(tenant_id=tenant_id, user_id=user_id)
-        if self.rate_limiter is not None:
-            # An unsigned tenant id is the caller's free choice: keying on it would give every
-            # user a fresh budget per made-up tenant. Only a proven tenant splits the budget.
-            key = user_id if self.tenants is None else f"{tenant_id}\x00{user_id}"
-            wait = self.rate_limiter.hit(key)
-            if wait is not None:
-                limiter = self.rate_limiter
-                raise AuthError(
-                    429,
-                    f"rate limit exceeded ({limiter.requests} requests per "
-                    f"{limiter.window_seconds:g} s, burst {limiter.burst}); "
-                    f"retry after {wait:.1f} s",
-                    retry_after=wait,
-                )
-        return principal
+        return Principal(tenant_id=tenant_id, user_id=user_id)
+
+    def rate_key(self, principal: Principal) -> str:
+        """The caller's rate-limit bucket key: (tenant, user) once the tenant headers are
+        signed. An unsigned tenant id is the caller's free choice: keying on it would give
+        every user a fresh budget per made-up tenant, so then the user alone is the key."""
+        if self.tenants is None:
+            return principal.user_id
+        return f"{principal.tenant_id}\x00{principal.user_id}"
 
     async def aclose(self) -> None:
         """Release the token verifier's connections."""

@@ -1,11 +1,29 @@
-"""Per-caller token buckets: a steady rate with room for bursts, in bounded memory."""
+"""Per-caller token buckets: a steady rate with room for bursts, in bounded memory.
+
+Each route group has its own limiter (:class:`RateLimits`): entity REST routes ("rest"),
+delta push/pull ("sync"), and sessions, wipe and state ("auth"), so a client syncing hard
+still has its REST budget and can always open a session.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+from toolbridge_common.contract import (
+    HEADER_RATE_BURST,
+    HEADER_RATE_LIMIT,
+    HEADER_RATE_REMAINING,
+    HEADER_RATE_RESET,
+)
+
+RateGroup = Literal["rest", "sync", "auth"]
+"""``rest``: the entity REST routes; ``sync``: push and pull; ``auth``: sessions, wipe, state."""
+RATE_GROUPS: tuple[RateGroup, ...] = get_args(RateGroup)
 
 _EPSILON = 1e-9
 """Float slack, so waiting exactly the advertised retry-after always succeeds."""
@@ -17,6 +35,34 @@ class _Bucket:
     updated: float
 
 
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """The outcome of one request against a bucket, with what the client is told about it."""
+
+    limit: int
+    """Requests per window."""
+    burst: int
+    remaining: int
+    """Whole requests left in the bucket after this one."""
+    reset: int
+    """Unix time (seconds, rounded up) at which the bucket is full again."""
+    retry_after: float | None
+    """None if the request is allowed; else seconds until the next one would be."""
+
+    @property
+    def allowed(self) -> bool:
+        return self.retry_after is None
+
+    def headers(self) -> dict[str, str]:
+        """``X-RateLimit-Limit``, ``-Remaining``, ``-Reset`` and ``-Burst``."""
+        return {
+            HEADER_RATE_LIMIT: str(self.limit),
+            HEADER_RATE_REMAINING: str(self.remaining),
+            HEADER_RATE_RESET: str(self.reset),
+            HEADER_RATE_BURST: str(self.burst),
+        }
+
+
 class RateLimiter:
     """Allows ``burst`` requests at once per key, refilled at ``requests / window_seconds``
     per second.
@@ -24,7 +70,8 @@ class RateLimiter:
     Buckets are kept in least-recently-used order. A bucket that has refilled completely is
     the same as no bucket, so idle ones are dropped as requests arrive; ``max_keys`` caps
     memory even under a flood of distinct keys (the oldest bucket is then forgotten early,
-    which can only be lenient, never wrongly strict).
+    which can only be lenient, never wrongly strict). ``clock`` measures the refill
+    (monotonic); ``wall_clock`` only dates ``X-RateLimit-Reset``.
     """
 
     def __init__(
@@ -34,6 +81,7 @@ class RateLimiter:
         window_seconds: float = 60,
         burst: int = 120,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         max_keys: int = 100_000,
     ) -> None:
         if requests < 1 or window_seconds <= 0 or burst < 1 or max_keys < 1:
@@ -44,15 +92,19 @@ class RateLimiter:
         self.rate = requests / window_seconds
         self.max_keys = max_keys
         self._clock = clock
+        self._wall_clock = wall_clock
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
     def __len__(self) -> int:
         """Buckets held right now (for tests and metrics)."""
         return len(self._buckets)
 
-    def hit(self, key: str) -> float | None:
-        """Take one request from ``key``'s bucket: None if allowed, else the seconds until
-        the next request would be allowed."""
+    def describe(self) -> str:
+        """``600 requests per 60 s, burst 120``: for messages."""
+        return f"{self.requests} requests per {self.window_seconds:g} s, burst {self.burst}"
+
+    def take(self, key: str) -> RateDecision:
+        """Take one request from ``key``'s bucket, if it holds one."""
         now = self._clock()
         self._evict_idle(now)
         bucket = self._buckets.get(key)
@@ -65,10 +117,24 @@ class RateLimiter:
             self._buckets.move_to_end(key)
             bucket.tokens = self._level(bucket, now)
             bucket.updated = now
+        retry_after: float | None = None
         if bucket.tokens >= 1 - _EPSILON:
             bucket.tokens = max(0.0, bucket.tokens - 1)
-            return None
-        return (1 - bucket.tokens) / self.rate
+        else:
+            retry_after = (1 - bucket.tokens) / self.rate
+        until_full = (self.burst - bucket.tokens) / self.rate
+        return RateDecision(
+            limit=self.requests,
+            burst=self.burst,
+            remaining=max(0, math.floor(bucket.tokens + _EPSILON)),
+            reset=math.ceil(self._wall_clock() + until_full - _EPSILON),
+            retry_after=retry_after,
+        )
+
+    def hit(self, key: str) -> float | None:
+        """Take one request from ``key``'s bucket: None if allowed, else the seconds until
+        the next request would be allowed."""
+        return self.take(key).retry_after
 
     def _level(self, bucket: _Bucket, now: float) -> float:
         return min(float(self.burst), bucket.tokens + max(0.0, now - bucket.updated) * self.rate)
@@ -81,3 +147,19 @@ class RateLimiter:
             if self._level(bucket, now) < self.burst:
                 return
             del self._buckets[key]
+
+
+class RateLimits:
+    """One :class:`RateLimiter` per route group; a caller has a bucket in each."""
+
+    def __init__(self, limiters: Mapping[RateGroup, RateLimiter]) -> None:
+        missing = [group for group in RATE_GROUPS if group not in limiters]
+        if missing:
+            raise ValueError(f"no rate limiter for group(s) {', '.join(missing)}")
+        self._limiters = dict(limiters)
+
+    def __getitem__(self, group: RateGroup) -> RateLimiter:
+        return self._limiters[group]
+
+    def take(self, group: RateGroup, key: str) -> RateDecision:
+        return self._limiters[group].take(key)

@@ -3,12 +3,11 @@
 The client sends ``X-TB-Tenant-ID``, ``X-TB-Timestamp`` (Unix ms) and ``X-TB-Signature`` =
 hex HMAC-SHA256(secret, "{tenant_id}:{timestamp_ms}"). The timestamp window bounds replay of a
 captured signature; the comparison is constant-time so the signature cannot be guessed byte
-by byte.
+by byte. Every failure is a 401, as in the original: the caller has not proven who it is.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import time
@@ -18,19 +17,19 @@ from pydantic import SecretStr
 
 from toolbridge_api.security.headers import header_value
 from toolbridge_api.security.principal import AuthError, checked_tenant_id
+from toolbridge_common.contract import (
+    HEADER_SIGNATURE,
+    HEADER_TENANT_ID,
+    HEADER_TIMESTAMP,
+    tenant_signature,
+)
 
-TENANT_HEADER = "X-TB-Tenant-ID"
-TIMESTAMP_HEADER = "X-TB-Timestamp"
-SIGNATURE_HEADER = "X-TB-Signature"
+TENANT_HEADER = HEADER_TENANT_ID
+TIMESTAMP_HEADER = HEADER_TIMESTAMP
+SIGNATURE_HEADER = HEADER_SIGNATURE
 
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 _SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def tenant_signature(secret: str, tenant_id: str, timestamp_ms: int) -> str:
-    """Hex HMAC-SHA256 of ``"{tenant_id}:{timestamp_ms}"`` keyed with the tenant secret."""
-    message = f"{tenant_id}:{timestamp_ms}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 class TenantVerifier:
@@ -55,8 +54,8 @@ class TenantVerifier:
         self._clock = clock
 
     def verify(self, headers: Mapping[str, str]) -> str:
-        """The tenant id; ``AuthError`` 401 for missing, malformed or out-of-window headers,
-        403 for a signature that does not match."""
+        """The tenant id; ``AuthError`` 401 for missing, malformed or out-of-window headers
+        and for a signature that does not match."""
         tenant_id = _required(headers, TENANT_HEADER)
         raw_timestamp = _required(headers, TIMESTAMP_HEADER).strip()
         signature = _required(headers, SIGNATURE_HEADER).strip()
@@ -77,10 +76,11 @@ class TenantVerifier:
                 f"{self.max_skew_seconds:g} s); sign each request with the current time "
                 "and check the client clock",
             )
-        expected = tenant_signature(self._secret.get_secret_value(), tenant_id, timestamp_ms)
+        # Signed as sent, as the original checks it ("007" is not "7").
+        expected = tenant_signature(self._secret.get_secret_value(), tenant_id, raw_timestamp)
         if not hmac.compare_digest(expected, signature.lower()):
             raise AuthError(
-                403, f"{SIGNATURE_HEADER} does not match: check the tenant secret and tenant id"
+                401, f"{SIGNATURE_HEADER} does not match: check the tenant secret and tenant id"
             )
         return tenant_id
 

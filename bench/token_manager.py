@@ -20,7 +20,8 @@ from loguru import logger
 from tests.support.clock import FakeClock
 from tests.support.idp import IdP, Reply
 from toolbridge_common.logs import configure_logging
-from toolbridge_mcp.auth.token_manager import TokenManager
+from toolbridge_mcp.oauth import RetryPolicy
+from toolbridge_mcp.tokens import TokenManager
 
 CLIENT_ID, CLIENT_SECRET, AUDIENCE = "test-client", "test-secret", "https://api.toolbridge.test"
 
@@ -86,14 +87,16 @@ class SeedCachedPath:
         raise AssertionError("not benchmarked")
 
 
-def manager(idp: RemoteIdP, clock: FakeClock | None = None, **options: float) -> TokenManager:
-    return TokenManager(
+def manager(
+    idp: RemoteIdP, clock: FakeClock | None = None, retry: RetryPolicy | None = None
+) -> TokenManager:
+    return TokenManager.client_credentials(
         CLIENT_ID,
         CLIENT_SECRET,
         audience=AUDIENCE,
         token_url=idp.token_url,
+        retry=retry,
         clock=clock or time.monotonic,
-        **options,  # type: ignore[arg-type]
     )
 
 
@@ -163,13 +166,15 @@ def describe(latencies: list[float]) -> str:
     )
 
 
-async def refresh_under_load(idp: RemoteIdP, label: str, reply: Reply, **options: float) -> None:
+async def refresh_under_load(
+    idp: RemoteIdP, label: str, reply: Reply, retry: RetryPolicy | None = None
+) -> None:
     """Callers keep calling while the token enters its refresh window and the IdP does
     ``reply`` to the refresh. The clock is frozen inside the window, so after a failed
     refresh the backoff never ends: the request count shows there is no hot retry loop."""
     idp.call("reset")
     clock = FakeClock()
-    async with manager(idp, clock, **options) as tm:
+    async with manager(idp, clock, retry) as tm:
         await tm.get_token()
         idp.call("default", reply)
         clock.advance(3600 - 120)
@@ -177,7 +182,7 @@ async def refresh_under_load(idp: RemoteIdP, label: str, reply: Reply, **options
         refreshes = idp.call("release") - 1
         print(
             f"{label:<34} {failures} failures, {describe(latencies)}; "
-            f"{refreshes} IdP request(s) during the run, failure_count={tm.failure_count}"
+            f"{refreshes} IdP request(s) during the run, failure_count={tm.stats.failure_count}"
         )
 
 
@@ -193,16 +198,16 @@ async def main() -> None:
             idp,
             "IdP 503 for a still-valid token:",
             Reply(status=503, error="temporarily_unavailable"),
-            retry_wait_initial=0.1,
+            RetryPolicy(wait_initial=0.1),
         )
         await refresh_under_load(
-            idp, "IdP hangs for a still-valid token:", Reply(hang=True), deadline=0.5
+            idp, "IdP hangs for a still-valid token:", Reply(hang=True), RetryPolicy(deadline=0.5)
         )
         await refresh_under_load(
             idp,
             "IdP 429 Retry-After: 30:",
             Reply(status=429, error="too_many_requests", retry_after="30"),
-            deadline=2.0,
+            RetryPolicy(deadline=2.0),
         )
     finally:
         idp.close()

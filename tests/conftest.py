@@ -14,8 +14,9 @@ from loguru import logger
 
 from tests.support.clock import FakeClock
 from tests.support.idp import IdP
-from toolbridge_mcp.auth.token_manager import TokenManager
 from toolbridge_mcp.config import get_settings
+from toolbridge_mcp.oauth import RetryPolicy
+from toolbridge_mcp.tokens import RefreshSchedule, TokenManager
 
 CLIENT_ID = "test-client"
 CLIENT_SECRET = "test-secret"
@@ -120,9 +121,24 @@ def logs(request: pytest.FixtureRequest) -> Iterator[LogCapture]:
 ManagerFactory = Callable[..., TokenManager]
 
 
+_RETRY_OPTIONS = {
+    "retry_attempts": "attempts",
+    "retry_wait_initial": "wait_initial",
+    "retry_wait_max": "wait_max",
+    "deadline": "deadline",
+}
+_SCHEDULE_OPTIONS = {
+    "refresh_buffer": "refresh_buffer",
+    "background_retry_max": "background_retry_max",
+}
+
+
 @pytest.fixture
 async def make_manager(idp: IdP, clock: FakeClock) -> AsyncIterator[ManagerFactory]:
-    """Builds managers against the fake IdP with fast retries; closes them afterwards."""
+    """Builds client-credentials managers against the fake IdP with fast retries; closes
+    them afterwards. Retry and schedule options go into a RetryPolicy and RefreshSchedule
+    (``retry_attempts=1``, ``refresh_buffer=60``, ...); the rest to
+    :meth:`TokenManager.client_credentials`."""
     made: list[TokenManager] = []
 
     def factory(**options: Any) -> TokenManager:
@@ -135,9 +151,15 @@ async def make_manager(idp: IdP, clock: FakeClock) -> AsyncIterator[ManagerFacto
             "deadline": 5.0,
         }
         settings |= options
-        manager = TokenManager(
+        retry = {new: settings.pop(old) for old, new in _RETRY_OPTIONS.items() if old in settings}
+        schedule = {
+            new: settings.pop(old) for old, new in _SCHEDULE_OPTIONS.items() if old in settings
+        }
+        manager = TokenManager.client_credentials(
             settings.pop("client_id", CLIENT_ID),
             settings.pop("client_secret", CLIENT_SECRET),
+            retry=RetryPolicy(**retry),
+            schedule=RefreshSchedule(**schedule),
             **settings,
         )
         made.append(manager)

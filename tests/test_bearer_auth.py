@@ -15,7 +15,7 @@ from tests.support.api_stub import ApiStub
 from tests.support.idp import IdP, Reply
 from tests.support.server import ServerThread
 from toolbridge_mcp.auth.bearer import BearerAuth
-from toolbridge_mcp.auth.token_manager import TokenManager
+from toolbridge_mcp.tokens import TokenManager
 
 
 @pytest.fixture(scope="module")

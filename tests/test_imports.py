@@ -12,7 +12,15 @@ import toolbridge_mcp.auth
 
 
 @pytest.mark.parametrize(
-    "module", ["toolbridge_mcp.config", "toolbridge_mcp.auth.oauth", "toolbridge_dev.issuer.cli"]
+    "module",
+    [
+        "toolbridge_mcp.config",
+        "toolbridge_mcp.oauth",
+        "toolbridge_mcp.tokens",
+        "toolbridge_mcp.auth.modes",
+        "toolbridge_mcp.auth.oauth",
+        "toolbridge_dev.issuer.cli",
+    ],
 )
 def test_light_modules_do_not_import_fastmcp(module: str) -> None:
     probe = f"import sys, {module}; print('fastmcp' in sys.modules)"

@@ -25,14 +25,15 @@ from tests.conftest import (
 from tests.support.clock import FakeClock, settle
 from tests.support.idp import IdP, Reply
 from toolbridge_mcp.auth import token_manager as tm_module
-from toolbridge_mcp.auth.oauth import TokenError, parse_retry_after
 from toolbridge_mcp.auth.token_manager import (
-    TokenManager,
     get_access_token,
     init_token_manager,
     shutdown_token_manager,
 )
 from toolbridge_mcp.config import load_settings
+from toolbridge_mcp.oauth import RetryPolicy, TokenError, parse_retry_after
+from toolbridge_mcp.tokens import TokenManager, schedule
+from toolbridge_mcp.tokens.manager import FETCH_TASK_NAME
 
 
 async def test_first_call_fetches_then_cache_serves(make_manager: ManagerFactory, idp: IdP) -> None:
@@ -55,7 +56,7 @@ async def test_first_call_fetches_then_cache_serves(make_manager: ManagerFactory
 async def test_auth0_domain_mode_posts_json_over_https(tls_idp: IdP, clock: FakeClock) -> None:
     async with (
         httpx.AsyncClient(verify=tls_idp.ssl_context()) as http,
-        TokenManager(
+        TokenManager.client_credentials(
             CLIENT_ID, CLIENT_SECRET, tls_idp.domain, AUDIENCE, http_client=http, clock=clock
         ) as manager,
     ):
@@ -75,7 +76,9 @@ async def test_auth0_domain_mode_posts_json_over_https(tls_idp: IdP, clock: Fake
 
 async def test_injected_http_client_is_not_closed(tls_idp: IdP, clock: FakeClock) -> None:
     async with httpx.AsyncClient(verify=tls_idp.ssl_context()) as http:
-        manager = TokenManager(CLIENT_ID, CLIENT_SECRET, tls_idp.domain, AUDIENCE, http_client=http)
+        manager = TokenManager.client_credentials(
+            CLIENT_ID, CLIENT_SECRET, tls_idp.domain, AUDIENCE, http_client=http
+        )
         await manager.get_token()
         await manager.close()
         assert not http.is_closed
@@ -130,7 +133,7 @@ async def test_refresh_runs_ahead_in_background_while_callers_get_current_token(
         assert await manager.get_token() == old
     assert len(idp.requests) == 2, "callers in the refresh window must share one refresh"
     idp.release()
-    await settle(lambda: manager.refresh_count == 2)
+    await settle(lambda: manager.stats.refresh_count == 2)
     new = await manager.get_token()
     assert new != old
     assert new == idp.issued[1]
@@ -160,7 +163,7 @@ async def test_short_lived_token_is_cached_and_refreshed_at_half_life(
     assert len(idp.requests) == 1, "a 300 s buffer on a 60 s token is capped at half its life"
     clock.advance(2)
     assert await manager.get_token() == first
-    await settle(lambda: manager.refresh_count == 2)
+    await settle(lambda: manager.stats.refresh_count == 2)
     assert await manager.get_token() == idp.issued[1]
 
 
@@ -246,10 +249,10 @@ async def test_valid_token_is_served_while_idp_returns_503(
     clock.advance(3600 - 60)
     results = await asyncio.gather(*(manager.get_token() for _ in range(50)))
     assert set(results) == {old}
-    await settle(lambda: manager.failure_count == 1)
+    await settle(lambda: manager.stats.failure_count == 1)
     assert len(idp.requests) == 1 + 3
-    assert manager.last_refresh_success is False
-    assert manager.last_error == "HTTP 503 temporarily_unavailable"
+    assert manager.stats.last_refresh_success is False
+    assert manager.stats.last_error == "HTTP 503 temporarily_unavailable"
     for _ in range(200):
         assert await manager.get_token() == old
     await asyncio.sleep(0.05)
@@ -259,15 +262,15 @@ async def test_valid_token_is_served_while_idp_returns_503(
 
     clock.advance(2)
     assert await manager.get_token() == old
-    await settle(lambda: manager.failure_count == 2)
+    await settle(lambda: manager.stats.failure_count == 2)
     assert len(idp.requests) == 7
 
     idp.set_default(Reply())
     clock.advance(5)
     assert await manager.get_token() == old
-    await settle(lambda: manager.failure_count == 0)
-    assert manager.failures_total == 2, "the running total survives a success"
-    assert manager.last_refresh_success is True
+    await settle(lambda: manager.stats.failure_count == 0)
+    assert manager.stats.failures_total == 2, "the running total survives a success"
+    assert manager.stats.last_refresh_success is True
     assert await manager.get_token() == idp.issued[-1] != old
 
 
@@ -280,13 +283,13 @@ async def test_valid_token_is_served_while_idp_hangs(
     clock.advance(3600 - 100)
     for _ in range(20):
         assert await manager.get_token() == old
-    await settle(lambda: manager.failure_count == 1)
-    assert manager.last_error is not None
+    await settle(lambda: manager.stats.failure_count == 1)
+    assert manager.stats.last_error is not None
     assert await manager.get_token() == old
 
 
 class _LowestDraw:
-    """Stands in for ``random`` in the token manager: records each jitter range and
+    """Stands in for ``random`` in the refresh schedule: records each jitter range and
     returns its lower end, so backoff delays are exact."""
 
     def __init__(self) -> None:
@@ -304,14 +307,14 @@ async def test_background_retries_back_off_exponentially_with_jitter(
     doubles per failure up to background_retry_max, so replicas neither hammer a struggling
     IdP nor retry in lockstep."""
     draws = _LowestDraw()
-    monkeypatch.setattr(tm_module, "random", draws)
+    monkeypatch.setattr(schedule, "random", draws)
     manager = make_manager(retry_attempts=1, background_retry_max=4.0)
     old = await manager.get_token()
     idp.set_default(Reply(status=503))
     clock.advance(3600 - 200)
     for failures, wait in enumerate((0.5, 1.0, 2.0, 2.0), start=1):
         assert await manager.get_token() == old
-        await settle(lambda: manager.failure_count == failures)  # noqa: B023 - awaited here
+        await settle(lambda: manager.stats.failure_count == failures)  # noqa: B023 - awaited here
         clock.advance(wait - 0.1)
         assert await manager.get_token() == old
         await asyncio.sleep(0.05)
@@ -330,7 +333,7 @@ async def test_background_retry_after_zero_does_not_cause_a_hot_loop(
     idp.set_default(Reply(status=503, retry_after="0"))
     clock.advance(3600 - 200)
     assert await manager.get_token() == old
-    await settle(lambda: manager.failure_count == 1)
+    await settle(lambda: manager.stats.failure_count == 1)
     for _ in range(50):
         assert await manager.get_token() == old
     await asyncio.sleep(0.05)
@@ -348,7 +351,7 @@ async def test_background_retry_after_is_capped_at_five_minutes(
     idp.set_default(Reply(status=429, retry_after="3600"))
     clock.advance(86400 - 7000)
     assert await manager.get_token() == old
-    await settle(lambda: manager.failure_count == 1)
+    await settle(lambda: manager.stats.failure_count == 1)
     clock.advance(299)
     assert await manager.get_token() == old
     await asyncio.sleep(0.05)
@@ -368,7 +371,7 @@ async def test_cool_down_never_serves_a_token_past_its_usable_time(
     clock.advance(3600 - 60)
     idp.script(Reply(status=429, retry_after="120"))
     assert await manager.get_token() == old
-    await settle(lambda: manager.failure_count == 1)
+    await settle(lambda: manager.stats.failure_count == 1)
     clock.advance(55)
     assert await manager.get_token() == idp.issued[1] != old
 
@@ -379,26 +382,26 @@ async def test_health_properties_track_failure_and_recovery(
     """Health checks read these: a failure is timestamped and explained, and the next
     success clears the error."""
     manager = make_manager(retry_attempts=1)
-    assert manager.last_refresh_at is None
-    assert manager.last_refresh_success is None
+    assert manager.stats.last_refresh_at is None
+    assert manager.stats.last_refresh_success is None
     await manager.get_token()
-    succeeded_at = manager.last_refresh_at
+    succeeded_at = manager.stats.last_refresh_at
     assert succeeded_at is not None
     idp.set_default(Reply(status=503, error="temporarily_unavailable"))
     clock.advance(3600 - 200)
     await manager.get_token()
-    await settle(lambda: manager.failure_count == 1)
-    assert manager.last_refresh_at is not None
-    assert manager.last_refresh_at > succeeded_at
-    assert manager.last_refresh_success is False
-    assert manager.last_error == "HTTP 503 temporarily_unavailable"
+    await settle(lambda: manager.stats.failure_count == 1)
+    assert manager.stats.last_refresh_at is not None
+    assert manager.stats.last_refresh_at > succeeded_at
+    assert manager.stats.last_refresh_success is False
+    assert manager.stats.last_error == "HTTP 503 temporarily_unavailable"
     idp.set_default(Reply())
     clock.advance(2)
     await manager.get_token()
-    await settle(lambda: manager.failure_count == 0)
-    assert manager.last_refresh_success is True
-    assert manager.last_error is None
-    assert manager.refresh_count == 2
+    await settle(lambda: manager.stats.failure_count == 0)
+    assert manager.stats.last_refresh_success is True
+    assert manager.stats.last_error is None
+    assert manager.stats.refresh_count == 2
 
 
 async def test_failed_background_refresh_is_not_reported_again_by_asyncio(
@@ -411,7 +414,7 @@ async def test_failed_background_refresh_is_not_reported_again_by_asyncio(
     idp.set_default(Reply(status=503))
     clock.advance(3600 - 200)
     await manager.get_token()
-    await settle(lambda: manager.failure_count == 1)
+    await settle(lambda: manager.stats.failure_count == 1)
     await asyncio.sleep(0)
     gc.collect()
     assert not any("never retrieved" in line for line in logs.lines)
@@ -426,7 +429,7 @@ async def test_expired_token_and_failing_idp_is_an_error(
     clock.advance(3600)
     with pytest.raises(TokenError, match="HTTP 502"):
         await manager.get_token()
-    assert manager.failure_count == 1
+    assert manager.stats.failure_count == 1
     assert manager.expires_at is not None
     errors = logs.messages("ERROR")
     assert any(e.startswith("No access token: ") for e in errors)
@@ -446,19 +449,18 @@ async def test_cold_caller_against_hung_idp_fails_within_one_deadline(
 
 
 async def test_unreachable_idp_is_retried_then_reported(clock: FakeClock) -> None:
-    manager = TokenManager(
+    manager = TokenManager.client_credentials(
         CLIENT_ID,
         CLIENT_SECRET,
         token_url="http://127.0.0.1:9/oauth/token",
-        retry_attempts=3,
-        retry_wait_initial=0.01,
+        retry=RetryPolicy(attempts=3, wait_initial=0.01),
         clock=clock,
     )
     async with manager:
         with pytest.raises(TokenError, match="Cannot reach the token endpoint") as info:
             await manager.get_token()
     assert info.value.retryable
-    assert manager.failure_count == 1
+    assert manager.stats.failure_count == 1
 
 
 @pytest.mark.parametrize("status", [408, 500, 503])
@@ -515,7 +517,7 @@ async def test_background_refresh_honours_retry_after_cool_down(
     clock.advance(3600 - 290)
     idp.set_default(Reply(status=429, retry_after="120"))
     assert await manager.get_token() == old
-    await settle(lambda: manager.failure_count == 1)
+    await settle(lambda: manager.stats.failure_count == 1)
     clock.advance(100)
     assert await manager.get_token() == old
     await asyncio.sleep(0.05)
@@ -741,9 +743,11 @@ async def test_close_cancels_refresh_in_flight(
     await manager.get_token()
     await settle(lambda: len(idp.requests) == 2)
     await manager.close()
-    pending = [t for t in asyncio.all_tasks() if t.get_name() == "toolbridge-token-fetch"]
+    pending = [t for t in asyncio.all_tasks() if t.get_name().startswith(FETCH_TASK_NAME)]
     assert pending == []
-    assert manager.failure_count == 0, "the refresh was cancelled, not waited out until it failed"
+    assert manager.stats.failure_count == 0, (
+        "the refresh was cancelled, not waited out until it failed"
+    )
     with pytest.raises(RuntimeError, match="closed"):
         await manager.get_token()
 
@@ -753,15 +757,15 @@ async def test_start_warms_the_cache_and_survives_an_idp_outage(
 ) -> None:
     manager = make_manager()
     await manager.start()
-    assert manager.last_refresh_success is True
+    assert manager.stats.last_refresh_success is True
     assert manager.expires_at is not None
     assert len(idp.requests) == 1
 
     idp.set_default(Reply(status=503))
     down = make_manager(retry_attempts=1)
     await down.start()
-    assert down.last_refresh_success is False
-    assert down.failure_count == 1
+    assert down.stats.last_refresh_success is False
+    assert down.stats.failure_count == 1
     assert down.expires_at is None
 
 
@@ -840,8 +844,9 @@ async def test_from_settings_applies_the_http_timeout(idp: IdP, clock: FakeClock
         _env_file=None,
     )
     idp.script(Reply(hang=True))
+    retry = RetryPolicy.from_settings(settings)
     async with TokenManager.from_settings(
-        settings, clock=clock, retry_wait_initial=0.01
+        settings, clock=clock, retry=RetryPolicy(wait_initial=0.01, deadline=retry.deadline)
     ) as manager:
         assert await manager.get_token() == idp.issued[0]
     assert len(idp.requests) == 2
@@ -875,7 +880,7 @@ def test_from_settings_refuses_other_modes() -> None:
 
 def test_manager_needs_an_endpoint() -> None:
     with pytest.raises(ValueError, match="domain or a token_url"):
-        TokenManager(CLIENT_ID, CLIENT_SECRET)
+        TokenManager.client_credentials(CLIENT_ID, CLIENT_SECRET)
 
 
 async def test_invalid_expires_in_names_the_field(make_manager: ManagerFactory, idp: IdP) -> None:
@@ -898,7 +903,7 @@ async def test_unexpected_failure_is_counted_logged_and_redacted(
 ) -> None:
     async with (
         httpx.AsyncClient(transport=_ExplodingTransport()) as http,
-        TokenManager(
+        TokenManager.client_credentials(
             CLIENT_ID,
             CLIENT_SECRET,
             token_url="https://127.0.0.1:9/oauth/token",
@@ -908,6 +913,6 @@ async def test_unexpected_failure_is_counted_logged_and_redacted(
     ):
         with pytest.raises(TokenError, match="unexpectedly: RuntimeError: boom for \\*\\*\\*"):
             await manager.get_token()
-        assert manager.failure_count == 1
-        assert manager.last_refresh_success is False
+        assert manager.stats.failure_count == 1
+        assert manager.stats.last_refresh_success is False
     assert any("unexpectedly: RuntimeError" in m for m in logs.messages("ERROR"))

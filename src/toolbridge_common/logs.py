@@ -36,5 +36,18 @@ def configure_logging(level: str = "INFO") -> None:
     fastmcp_logger.propagate = True
     # httpx logs every request at INFO; the token manager already logs what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # The token manager logs each failed attempt itself, with the OAuth error code.
-    stamina.instrumentation.set_on_retry_hooks([])
+    # Scheduled retries through our log, not stamina's stdlib line (which shows arguments).
+    stamina.instrumentation.set_on_retry_hooks([log_retry])
+
+
+def log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """stamina's retry hook: one debug line per scheduled retry, naming what is retried,
+    when, and the error's type; never its arguments or message, which may hold secrets
+    (whoever retries logs the reason, as the token client does with the OAuth error code)."""
+    logger.debug(
+        "Retry {} of {} in {:.2f}s after {}",
+        details.retry_num,
+        details.name,
+        details.wait_for,
+        type(details.caused_by).__name__,
+    )

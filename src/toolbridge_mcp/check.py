@@ -8,13 +8,11 @@ user would get, naming the setting to fix and never showing a secret.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 import httpx
 
-from toolbridge_mcp.auth.modes import MissingAuthenticationError, static_token_expiry
-from toolbridge_mcp.auth.oauth import TokenError
+from toolbridge_mcp.auth.modes import MissingAuthenticationError
 from toolbridge_mcp.backend.client import DEFAULT_TIMEOUT
 from toolbridge_mcp.backend.errors import (
     ApiError,
@@ -25,15 +23,11 @@ from toolbridge_mcp.backend.errors import (
 )
 from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.config import Settings, env_name
+from toolbridge_mcp.oauth import TokenError
 
 Status = Literal["pass", "fail", "skip"]
 _MARKS: dict[Status, str] = {"pass": "✓", "fail": "✗", "skip": "-"}
 _BACKEND_ERRORS = (BackendError, MissingAuthenticationError, TokenError)
-_CREDENTIALS = (
-    f"{env_name('auth0_client_id')}, {env_name('auth0_client_secret')}, "
-    f"{env_name('auth0_domain')} (or {env_name('auth0_token_url')}) and "
-    f"{env_name('auth0_audience')}"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,59 +46,11 @@ class CheckResult:
         return asdict(self)
 
 
-def _elapsed(expires_at: datetime) -> float:
-    return (expires_at - datetime.now(UTC)).total_seconds()
-
-
 async def check_token(backend: Backend) -> CheckResult:
-    """A token for the configured mode: fetched (``auth0``), decoded (``static``), or an
-    explanation of why per-user mode has none to check with."""
-    settings = backend.settings
-    if backend.mode == "passthrough":
-        return CheckResult(
-            "token",
-            "skip",
-            "per-user mode: the API is called with each MCP client's own token, so there is "
-            f"none to check with here; set {_CREDENTIALS} (or {env_name('jwt_token')}) to "
-            "check the API end to end",
-        )
-    if backend.mode == "static":
-        assert settings.jwt_token is not None
-        deprecated = f"{env_name('jwt_token')} (deprecated: never refreshed; set {_CREDENTIALS})"
-        expires_at = static_token_expiry(settings.jwt_token)
-        if expires_at is None:
-            return CheckResult("token", "pass", f"static {deprecated}; expiry unknown")
-        when = expires_at.isoformat(timespec="seconds")
-        if _elapsed(expires_at) <= 0:
-            return CheckResult(
-                "token",
-                "fail",
-                f"{env_name('jwt_token')} expired at {when}; replace it or set "
-                f"{_CREDENTIALS} so tokens refresh automatically",
-            )
-        return CheckResult(
-            "token", "pass", f"static {deprecated}; expires in {_elapsed(expires_at):.0f}s ({when})"
-        )
-    manager = backend.manager
-    assert manager is not None
-    try:
-        await manager.get_token()  # the cached one if the backend's start fetched it
-    except TokenError as exc:
-        return CheckResult("token", "fail", _with_setting(str(exc), settings))
-    fetched_expiry = manager.expires_at
-    expires = "" if fetched_expiry is None else f", expires in {_elapsed(fetched_expiry):.0f}s"
-    return CheckResult(
-        "token", "pass", f"from {manager.token_url}{expires} (audience {manager.audience or '-'})"
-    )
-
-
-def _with_setting(message: str, settings: Settings) -> str:
-    """A token failure that names no Auth0 setting (the endpoint unreachable or too slow)
-    points at the one that chose the endpoint."""
-    if "TOOLBRIDGE_AUTH0_" in message:
-        return message
-    endpoint = env_name("auth0_token_url" if settings.auth0_token_url else "auth0_domain")
-    return f"{message}; check {endpoint} and that the identity provider is reachable"
+    """A token for the configured mode (after ``backend.open()``): fetched (``auth0``),
+    decoded (``static``), or why per-user mode has none to check with; the mode decides."""
+    result = await backend.auth.check()
+    return CheckResult("token", result.status, result.detail)
 
 
 async def check_api(api_url: str, context: ErrorContext) -> CheckResult:
@@ -139,7 +85,7 @@ async def run_checks(settings: Settings) -> list[CheckResult]:
         CheckResult(
             "settings",
             "pass",
-            f"auth mode {backend.mode}, API {backend.api_url}, tenant {tenant}",
+            f"auth mode {backend.auth.name}, API {backend.api_url}, tenant {tenant}",
         )
     ]
     await backend.open()

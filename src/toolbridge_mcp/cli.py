@@ -12,9 +12,10 @@ import typer
 
 from toolbridge_common.logs import configure_logging
 from toolbridge_common.settings import ConfigError
-from toolbridge_mcp.auth.oauth import TokenError, unverified_claims
-from toolbridge_mcp.auth.token_manager import TokenManager
-from toolbridge_mcp.config import Settings, env_name, load_settings
+from toolbridge_mcp.auth.modes.client_credentials import CLIENT_CREDENTIALS_SETTINGS
+from toolbridge_mcp.config import Settings, load_settings
+from toolbridge_mcp.oauth import TokenError, unverified_claims
+from toolbridge_mcp.tokens import TokenManager
 
 app = typer.Typer(
     name="toolbridge-mcp",
@@ -51,8 +52,8 @@ def _scopes(claims: dict[str, Any], granted: str | None) -> str:
     return str(scope) if scope else "-"
 
 
-async def _fetch(settings: Settings) -> tuple[str, dict[str, str]]:
-    async with TokenManager.from_settings(settings) as manager:
+async def _fetch(manager: TokenManager) -> tuple[str, dict[str, str]]:
+    async with manager:
         token = await manager.get_token()
         claims = unverified_claims(token)
         expires_at = manager.expires_at or datetime.now(UTC)
@@ -83,15 +84,14 @@ def token(
     settings.
     """
     settings = _settings()
-    if settings.auth_mode() != "auth0":
-        raise _fail(
-            f"no client credentials configured: set {env_name('auth0_client_id')}, "
-            f"{env_name('auth0_client_secret')}, {env_name('auth0_domain')} (or "
-            f"{env_name('auth0_token_url')}) and {env_name('auth0_audience')}",
-            2,
-        )
     try:
-        access_token, report = asyncio.run(_fetch(settings))
+        manager = TokenManager.from_settings(settings)
+    except ValueError:
+        raise _fail(
+            f"no client credentials configured: set {CLIENT_CREDENTIALS_SETTINGS}", 2
+        ) from None
+    try:
+        access_token, report = asyncio.run(_fetch(manager))
     except TokenError as exc:
         raise _fail(str(exc), 1) from None
     if show_token:

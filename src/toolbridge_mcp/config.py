@@ -8,7 +8,7 @@ them.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -21,11 +21,16 @@ from toolbridge_common.settings import (
     env_namer,
     is_loopback_host,
 )
-from toolbridge_mcp.auth.oauth import ClientAuthMethod
+from toolbridge_mcp.oauth.client_auth import ClientAuthMethod
+
+if TYPE_CHECKING:
+    from toolbridge_mcp.auth.modes import OutboundAuth
 
 ENV_PREFIX = "TOOLBRIDGE_"
 
-AuthMode = Literal["auth0", "static", "passthrough"]
+AuthMode: TypeAlias = str
+"""The name of an outbound auth mode (``auth0``, ``static``, ``passthrough``); the modes
+themselves are the classes of :mod:`toolbridge_mcp.auth.modes`."""
 
 
 env_name = env_namer(ENV_PREFIX)
@@ -221,13 +226,13 @@ class Settings(BaseSettings):
         if not given:
             return
         names = ", ".join(env_name(name) for name in given)
-        mode = self.auth_mode()
-        if mode != "passthrough":
-            chosen_by = env_name("auth0_client_id" if mode == "auth0" else "jwt_token")
+        mode = self.outbound_mode()
+        if not mode.per_user:
+            chosen_by = env_name(mode.selected_by) if mode.selected_by else "the configuration"
             raise ValueError(
                 f"{names} verify callers' own tokens, which only per-user mode uses, but "
-                f"{chosen_by} selects {mode} mode (every caller would act as the same service "
-                "identity). Unset one or the other"
+                f"{chosen_by} selects {mode.name} mode (every caller would act as the same "
+                "service identity). Unset one or the other"
             )
         missing = [
             env_name(name)
@@ -247,14 +252,17 @@ class Settings(BaseSettings):
                 "the server's public URL, e.g. https://mcp.example.com"
             )
 
+    def outbound_mode(self) -> type[OutboundAuth]:
+        """How the server authenticates to the API: the mode class these settings select
+        (:func:`toolbridge_mcp.auth.modes.select_mode`, the one place that decides)."""
+        from toolbridge_mcp.auth.modes.select import select_mode
+
+        return select_mode(self)
+
     def auth_mode(self) -> AuthMode:
-        """How the server authenticates to the API: client credentials, a static token, or
-        the caller's own token."""
-        if self.auth0_client_id is not None:
-            return "auth0"
-        if self.jwt_token is not None:
-            return "static"
-        return "passthrough"
+        """The name of :meth:`outbound_mode`: ``auth0`` (client credentials), ``static``
+        (a static token) or ``passthrough`` (the caller's own token)."""
+        return self.outbound_mode().name
 
     def token_url(self) -> str:
         """The token endpoint: the explicit URL, else Auth0's ``https://{domain}/oauth/token``."""

@@ -2,7 +2,7 @@
 
 Each server has its own registry: tests and benchmarks build many servers in one process, and
 the global default registry would mix their counts and refuse the second set of names. Token
-figures are read from the :class:`TokenManager` when scraped (a collector, not counters fed
+figures are read from the auth mode's token manager when scraped (a collector, not counters fed
 alongside it), so they can neither drift from what the manager knows nor be counted twice.
 API answers are counted by status on the backend client's transport, so requests per tool
 call (one in steady state) can be watched in production. Labels hold tool names, outcomes,
@@ -132,7 +132,8 @@ def _mode_family() -> GaugeMetricFamily:
 
 
 class TokenCollector(Collector):
-    """The auth mode, and the token manager's state at scrape time (``auth0`` mode only)."""
+    """The auth mode, and its token manager's state at scrape time (modes that fetch
+    tokens only)."""
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
@@ -143,20 +144,22 @@ class TokenCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         mode = _mode_family()
-        mode.add_metric([self._backend.mode], 1)
+        auth = self._backend.auth
+        mode.add_metric([auth.name], 1)
         yield mode
-        manager = self._backend.manager
+        manager = auth.manager
         if manager is None:
             return
+        stats = manager.stats
         refreshes, failures_total, failures, success, expires_in = self._families()
-        refreshes.add_metric([], manager.refresh_count)
-        failures_total.add_metric([], manager.failures_total)
-        failures.add_metric([], manager.failure_count)
+        refreshes.add_metric([], stats.refresh_count)
+        failures_total.add_metric([], stats.failures_total)
+        failures.add_metric([], stats.failure_count)
         yield refreshes
         yield failures_total
         yield failures
-        if manager.last_refresh_success is not None:
-            success.add_metric([], 1 if manager.last_refresh_success else 0)
+        if stats.last_refresh_success is not None:
+            success.add_metric([], 1 if stats.last_refresh_success else 0)
             yield success
         expires_at = manager.expires_at
         if expires_at is not None:

@@ -26,7 +26,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from toolbridge_common import contract
-from toolbridge_mcp.auth.modes import caller_auth_provider, log_auth_mode
 from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.config import Settings, get_settings
 from toolbridge_mcp.metrics import ServerMetrics
@@ -111,7 +110,7 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
     metrics = ServerMetrics()
     backend = Backend(settings, transport=metrics.api_transport())
     metrics.watch_tokens(backend)
-    log_auth_mode(settings)
+    backend.auth.log_startup()
 
     @lifespan
     async def resources(server: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
@@ -137,7 +136,7 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
         "ToolBridge",
         instructions=INSTRUCTIONS,
         lifespan=resources,
-        auth=caller_auth_provider(settings),
+        auth=backend.auth.mcp_auth(),
         mask_error_details=True,
         middleware=[metrics.middleware, ExactArguments(tools)],
     )

@@ -1,9 +1,10 @@
-"""Authentication to the ToolBridge API: OAuth2 client credentials, cached and refreshed;
-the three auth modes; tenant request signing.
+"""Authentication to the ToolBridge API: the outbound auth modes (:mod:`.modes`), the
+``httpx.Auth`` over managed tokens (:mod:`.bearer`), tenant request signing (:mod:`.tenant`),
+and the seed's token-manager module (:mod:`.token_manager`). Tokens themselves live in
+:mod:`toolbridge_mcp.tokens`, token requests in :mod:`toolbridge_mcp.oauth`.
 
-The names below load on first use, so importing a light module of this package (settings,
-the OAuth grant) does not import FastMCP with the auth modes: ``toolbridge-mcp token`` and
-the dev issuer start in well under a second instead of seconds.
+The names below load on first use, so importing a light module of this package does not
+import more than it needs: ``toolbridge-mcp token`` and the dev issuer start fast.
 """
 
 from __future__ import annotations
@@ -14,56 +15,56 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from toolbridge_mcp.auth.bearer import BearerAuth
     from toolbridge_mcp.auth.modes import (
-        BackendAuth,
         ClientCredentialsAuth,
         MissingAuthenticationError,
+        OutboundAuth,
         PassthroughAuth,
         StaticTokenAuth,
-        backend_auth,
         get_auth_header,
+        outbound_auth,
     )
-    from toolbridge_mcp.auth.oauth import TokenError, TokenResponse
     from toolbridge_mcp.auth.tenant import TenantSigner
     from toolbridge_mcp.auth.token_manager import (
-        TokenManager,
         get_access_token,
         init_token_manager,
         shutdown_token_manager,
     )
+    from toolbridge_mcp.oauth import TokenError, TokenResponse
+    from toolbridge_mcp.tokens import TokenManager
 
 _MODULES = {
-    "BearerAuth": "bearer",
-    "BackendAuth": "modes",
-    "ClientCredentialsAuth": "modes",
-    "MissingAuthenticationError": "modes",
-    "PassthroughAuth": "modes",
-    "StaticTokenAuth": "modes",
-    "backend_auth": "modes",
-    "get_auth_header": "modes",
-    "TokenError": "oauth",
-    "TokenResponse": "oauth",
-    "TenantSigner": "tenant",
-    "TokenManager": "token_manager",
-    "get_access_token": "token_manager",
-    "init_token_manager": "token_manager",
-    "shutdown_token_manager": "token_manager",
+    "BearerAuth": "toolbridge_mcp.auth.bearer",
+    "ClientCredentialsAuth": "toolbridge_mcp.auth.modes",
+    "MissingAuthenticationError": "toolbridge_mcp.auth.modes",
+    "OutboundAuth": "toolbridge_mcp.auth.modes",
+    "PassthroughAuth": "toolbridge_mcp.auth.modes",
+    "StaticTokenAuth": "toolbridge_mcp.auth.modes",
+    "get_auth_header": "toolbridge_mcp.auth.modes",
+    "outbound_auth": "toolbridge_mcp.auth.modes",
+    "TokenError": "toolbridge_mcp.oauth",
+    "TokenResponse": "toolbridge_mcp.oauth",
+    "TenantSigner": "toolbridge_mcp.auth.tenant",
+    "TokenManager": "toolbridge_mcp.tokens",
+    "get_access_token": "toolbridge_mcp.auth.token_manager",
+    "init_token_manager": "toolbridge_mcp.auth.token_manager",
+    "shutdown_token_manager": "toolbridge_mcp.auth.token_manager",
 }
 
 __all__ = [
-    "BackendAuth",
     "BearerAuth",
     "ClientCredentialsAuth",
     "MissingAuthenticationError",
+    "OutboundAuth",
     "PassthroughAuth",
     "StaticTokenAuth",
     "TenantSigner",
     "TokenError",
     "TokenManager",
     "TokenResponse",
-    "backend_auth",
     "get_access_token",
     "get_auth_header",
     "init_token_manager",
+    "outbound_auth",
     "shutdown_token_manager",
 ]
 
@@ -72,4 +73,4 @@ def __getattr__(name: str) -> Any:
     module = _MODULES.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return getattr(importlib.import_module(module), name)

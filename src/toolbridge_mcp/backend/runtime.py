@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import httpx
 
-from toolbridge_mcp.auth.modes import BackendAuth, backend_auth
+from toolbridge_mcp.auth.modes import OutboundAuth, outbound_auth
 from toolbridge_mcp.auth.tenant import TenantSigner
-from toolbridge_mcp.auth.token_manager import TokenManager
 from toolbridge_mcp.backend.client import ApiClient
 from toolbridge_mcp.backend.errors import ErrorContext
 from toolbridge_mcp.config import AuthMode, Settings
@@ -25,9 +24,9 @@ class Backend:
         self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.settings = settings
-        self.mode: AuthMode = settings.auth_mode()
+        self.auth: OutboundAuth = outbound_auth(settings)
+        self.mode: AuthMode = self.auth.name
         self.tenant = TenantSigner.from_settings(settings)
-        self.manager: TokenManager | None = None
         self._transport = transport
         self._client: ApiClient | None = None
 
@@ -44,25 +43,19 @@ class Backend:
         return self._client
 
     async def open(self) -> None:
-        """Start the token manager (a failed first fetch only degrades health) and open
+        """Start the auth mode (a failed first token fetch only degrades health) and open
         the pooled client."""
         if self._client is not None:
             return
-        if self.mode == "auth0":
-            self.manager = TokenManager.from_settings(self.settings)
-        auth: BackendAuth = backend_auth(self.settings, self.manager)
-        self._client = ApiClient(self.api_url, auth, self.tenant, transport=self._transport)
-        if self.manager is not None:
-            await self.manager.start()
+        self._client = ApiClient(self.api_url, self.auth, self.tenant, transport=self._transport)
+        await self.auth.start()
 
     async def close(self) -> None:
-        """Close the client and stop the token manager."""
-        client, manager = self._client, self.manager
-        self._client = self.manager = None
+        """Close the client and stop the auth mode (its token manager, if any)."""
+        client, self._client = self._client, None
         if client is not None:
             await client.aclose()
-        if manager is not None:
-            await manager.close()
+        await self.auth.aclose()
 
     def error_context(
         self,
@@ -81,4 +74,5 @@ class Backend:
             uid=uid,
             get_tool=get_tool,
             list_tool=list_tool,
+            auth_hint=self.auth.error_hint,
         )

@@ -24,12 +24,12 @@ from pydantic import BaseModel, ValidationError
 
 from toolbridge_common import contract
 from toolbridge_common.contract import Entity
-from toolbridge_mcp.auth.modes import BackendAuth
-from toolbridge_mcp.auth.oauth import parse_retry_after
+from toolbridge_mcp.auth.modes import OutboundAuth
 from toolbridge_mcp.auth.tenant import TenantSigner
 from toolbridge_mcp.backend.errors import ApiError, ApiUnavailableError, json_or_none
 from toolbridge_mcp.backend.models import Item, Page, SessionInfo
 from toolbridge_mcp.backend.sessions import SessionPool, SyncSession
+from toolbridge_mcp.oauth import parse_retry_after
 
 SESSIONS_PATH = "/v1/sync/sessions"
 INFO_PATH = "/v1/sync/info"
@@ -51,7 +51,7 @@ class ApiClient:
     def __init__(
         self,
         base_url: str,
-        auth: BackendAuth,
+        auth: OutboundAuth,
         tenant: TenantSigner | None = None,
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,

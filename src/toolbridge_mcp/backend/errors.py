@@ -19,7 +19,7 @@ import httpx
 from fastmcp.exceptions import ToolError
 
 from toolbridge_mcp.auth.modes import MissingAuthenticationError
-from toolbridge_mcp.auth.oauth import TokenError, parse_retry_after
+from toolbridge_mcp.oauth import TokenError, parse_retry_after
 
 _MAX_API_MESSAGE = 300
 _GO_VERSION_MISMATCH = re.compile(r"actual (\d{1,18})\b")
@@ -142,20 +142,11 @@ _TENANT_UNSET = (
 )
 
 
-_TOKEN_GENERIC = "check the token: its audience and issuer must be the ones the API trusts"  # noqa: S105
-_MODE_HINTS: dict[str, str] = {
-    "auth0": (
-        "check TOOLBRIDGE_AUTH0_AUDIENCE (must be the API's audience) and "
-        "TOOLBRIDGE_AUTH0_DOMAIN or TOOLBRIDGE_AUTH0_TOKEN_URL (the issuer the API trusts)"
-    ),
-    "static": "TOOLBRIDGE_JWT_TOKEN is expired or not valid for this API; replace it",
-    "passthrough": "the Authorization token your MCP client sent was rejected",
-}
-"""Used only when the context has no ``auth_hint`` (the auth mode's own)."""
+_TOKEN_GENERIC = "its audience and issuer must be the ones the API trusts"  # noqa: S105
 
 
 def _token_suspect(ctx: ErrorContext) -> str:
-    hint = ctx.auth_hint or _MODE_HINTS.get(ctx.auth_mode, _TOKEN_GENERIC)
+    hint = ctx.auth_hint or _TOKEN_GENERIC
     if "issuer" not in hint.lower():
         hint += " (the token's audience and issuer must be the ones the API trusts)"
     return hint

@@ -4,6 +4,7 @@ hands out is checked against the test's logs afterwards."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -51,6 +52,19 @@ def no_issued_token_in_logs(logs: LogCapture) -> Iterator[None]:
     with _TOKENS_LOCK:
         tokens = list(_TOKENS)
     assert not leaked(logs.text(), tokens), "an issued token appeared in the logs"
+
+
+@pytest.fixture(autouse=True)
+def quiet_client_transport() -> Iterator[None]:
+    """The tests' HTTP clients log response headers at DEBUG, a redirect's ``Location`` (and
+    so its code) among them; the leak check is about what the issuer logs."""
+    loggers = [logging.getLogger(name) for name in ("httpcore", "httpcore2")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.INFO)
+    yield
+    for each, level in zip(loggers, levels, strict=True):
+        each.setLevel(level)
 
 
 def issuer_messages(logs: LogCapture, level: str) -> list[str]:

@@ -3,9 +3,13 @@ the variable to fix without repeating a secret."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from toolbridge_dev.issuer.config import ConfigError, load_issuer_settings
 
@@ -130,3 +134,103 @@ def test_errors_name_the_variable_and_never_the_secret(
     assert expected in str(caught.value)
     assert SECRET not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+def test_authorization_server_defaults() -> None:
+    settings = load_issuer_settings()
+    assert settings.users == ["alice", "bob"]
+    assert settings.allow_any_user is True
+    assert settings.scopes == ["offline_access"]
+    assert settings.code_lifetime_seconds == 60
+    assert settings.refresh_token_lifetime_seconds == 7 * 24 * 3600
+    assert settings.client_keys == {}
+    assert settings.public_keys() == {}
+
+
+def test_client_keys_from_pem_jwks_and_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "key.pem").write_bytes(pem)
+    jwk = json.loads(RSAAlgorithm.to_jwk(rsa_key.public_key())) | {"kid": "k", "alg": "PS256"}
+    keys = {"pem": pem.decode(), "jwks": json.dumps({"keys": [jwk]}), "file": "key.pem"}
+    monkeypatch.setenv("TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS", json.dumps(keys))
+    parsed = load_issuer_settings().public_keys()
+    assert parsed["pem"][0].algorithms[0] == "RS256"
+    assert (parsed["jwks"][0].kid, parsed["jwks"][0].algorithms) == ("k", ("PS256",))
+    assert parsed["file"][0].kid is None
+
+
+def _private_jwk() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return RSAAlgorithm.to_jwk(key)
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (
+            {"TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS": '{"c": "-----BEGIN PUBLIC KEY-----\\nxx"}'},
+            "TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS: client 'c': not a PEM public key",
+        ),
+        (
+            {"TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS": json.dumps({"c": "PRIVATE"})},
+            "TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS: client 'c': neither a PEM public key, a JWK or "
+            "JWKS, nor a readable file (PRIVATE: No such file or directory)",
+        ),
+        (
+            {"TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS": json.dumps({"c": "PRIVATE_JWK"})},
+            "TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS: client 'c': a JWK holds a private key; give the "
+            "public key only",
+        ),
+        (
+            {"TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS": json.dumps({"c": '{"kty": "oct", "k": "AAAA"}'})},
+            "TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS: client 'c': only RSA, EC (P-256/384/521) and "
+            "Ed25519/Ed448 keys are accepted",
+        ),
+        (
+            {
+                "TOOLBRIDGE_DEV_ISSUER_CLIENTS": '{"c": "secret"}',
+                "TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS": json.dumps({"c": "KEY"}),
+            },
+            "client 'c' is in both TOOLBRIDGE_DEV_ISSUER_CLIENTS and "
+            "TOOLBRIDGE_DEV_ISSUER_CLIENT_KEYS; a client has a secret or a key, not both",
+        ),
+        (
+            {"TOOLBRIDGE_DEV_ISSUER_USERS": '["alice", "bob smith"]'},
+            "TOOLBRIDGE_DEV_ISSUER_USERS: user 'bob smith' is not a valid name (1-64 letters",
+        ),
+        (
+            {"TOOLBRIDGE_DEV_ISSUER_USERS": "[]", "TOOLBRIDGE_DEV_ISSUER_ALLOW_ANY_USER": "false"},
+            "TOOLBRIDGE_DEV_ISSUER_USERS is empty and TOOLBRIDGE_DEV_ISSUER_ALLOW_ANY_USER=false: "
+            "nobody could sign in",
+        ),
+        (
+            {"TOOLBRIDGE_DEV_ISSUER_SCOPES": '["read write"]'},
+            "TOOLBRIDGE_DEV_ISSUER_SCOPES: scope 'read write' is not a scope token",
+        ),
+        (
+            {"TOOLBRIDGE_DEV_ISSUER_CODE_LIFETIME_SECONDS": "601"},
+            "TOOLBRIDGE_DEV_ISSUER_CODE_LIFETIME_SECONDS: Input should be less than or equal",
+        ),
+    ],
+)
+def test_authorization_server_setting_errors(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], expected: str
+) -> None:
+    public_pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    for name, value in variables.items():
+        value = value.replace('"PRIVATE_JWK"', json.dumps(_private_jwk()))
+        value = value.replace('"KEY"', json.dumps(public_pem))
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_issuer_settings()
+    assert expected in str(caught.value)

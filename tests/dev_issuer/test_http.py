@@ -187,7 +187,8 @@ ERRORS: list[tuple[str, dict[str, Any], int, str, str]] = [
         {"data": {**POST_AUTH, "grant_type": "password"}},
         400,
         "unsupported_grant_type",
-        "Unsupported grant type: password (only client_credentials is supported)",
+        "Unsupported grant type: password "
+        "(supported: authorization_code, refresh_token, client_credentials)",
     ),
     (
         "unknown client",
@@ -323,12 +324,37 @@ def test_jwks_and_discovery(issuer: RunningIssuer) -> None:
     assert openid == rfc8414
     assert openid == {
         "issuer": issuer.issuer_url,
+        "authorization_endpoint": f"{issuer.url}/authorize",
         "token_endpoint": issuer.token_url,
+        "registration_endpoint": f"{issuer.url}/oauth/register",
         "jwks_uri": issuer.jwks_url,
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "scopes_supported": ["offline_access"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_post",
+            "client_secret_basic",
+            "private_key_jwt",
+            "none",
+        ],
+        "token_endpoint_auth_signing_alg_values_supported": [
+            "RS256",
+            "RS384",
+            "RS512",
+            "PS256",
+            "PS384",
+            "PS512",
+            "ES256",
+            "ES384",
+            "ES512",
+            "EdDSA",
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "client_id_metadata_document_supported": True,
+        "authorization_response_iss_parameter_supported": True,
+        "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported": ["token"],
     }
 
 

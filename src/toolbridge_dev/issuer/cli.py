@@ -13,6 +13,8 @@ import uvicorn
 from toolbridge_common.logs import configure_logging
 from toolbridge_common.settings import ConfigError
 from toolbridge_dev.issuer.app import create_app
+from toolbridge_dev.issuer.client_auth import KeyParseError
+from toolbridge_dev.issuer.clients import ClientStoreError
 from toolbridge_dev.issuer.config import (
     MAX_TOKEN_LIFETIME_SECONDS,
     IssuerSettings,
@@ -23,8 +25,9 @@ from toolbridge_dev.issuer.keys import SigningKey, SigningKeyError, load_or_crea
 from toolbridge_dev.issuer.tokens import mint_user_token
 
 _HELP = (
-    "DEVELOPMENT ONLY: a local, Auth0-shaped identity provider that issues ToolBridge access "
-    "tokens (client credentials, or `mint` for a user). Never expose it or use it in production."
+    "DEVELOPMENT ONLY: a local, Auth0-shaped OAuth authorization server that issues ToolBridge "
+    "access tokens (client credentials; users sign in on its login page with the authorization "
+    "code flow; or `mint` for a user). Never expose it or use it in production."
 )
 
 app = typer.Typer(
@@ -38,8 +41,9 @@ app = typer.Typer(
 
 @app.callback()
 def _main() -> None:
-    """DEVELOPMENT ONLY: a local, Auth0-shaped identity provider that issues ToolBridge access
-    tokens (client credentials, or `mint` for a user). Never expose it or use it in production."""
+    """DEVELOPMENT ONLY: a local, Auth0-shaped OAuth authorization server that issues ToolBridge
+    access tokens (client credentials; users sign in on its login page with the authorization
+    code flow; or `mint` for a user). Never expose it or use it in production."""
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -73,15 +77,22 @@ def serve(
         int | None, typer.Option(help="Port to bind (default TOOLBRIDGE_DEV_ISSUER_PORT).")
     ] = None,
 ) -> None:
-    """DEVELOPMENT ONLY: serve /oauth/token, the JWKS and discovery metadata with uvicorn;
-    settings from TOOLBRIDGE_DEV_ISSUER_* variables and .env.
+    """DEVELOPMENT ONLY: serve the token endpoint, the authorization endpoint with its login
+    page, client registration, the JWKS and discovery metadata with uvicorn; settings from
+    TOOLBRIDGE_DEV_ISSUER_* variables and .env.
 
-    The signing key is created in TOOLBRIDGE_DEV_ISSUER_STATE_DIR on first start and reused
-    afterwards, so tokens stay valid across restarts.
+    The signing key and the registered clients are kept in TOOLBRIDGE_DEV_ISSUER_STATE_DIR,
+    so tokens and registrations survive restarts; codes and refresh tokens do not.
     """
     settings = _settings(host=host, port=port)
+    try:
+        application = create_app(settings, _key(settings))
+    except ClientStoreError as exc:
+        raise _fail(str(exc), 1) from None
+    except KeyParseError as exc:  # a key file changed since the settings were read
+        raise _fail(f"{env_name('client_keys')}: {exc}", 2) from None
     uvicorn.run(
-        create_app(settings, _key(settings)),
+        application,
         host=settings.host,
         port=settings.port,
         log_config=None,

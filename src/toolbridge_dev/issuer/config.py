@@ -21,10 +21,18 @@ from toolbridge_common.settings import (
     env_namer,
     is_loopback_host,
 )
+from toolbridge_dev.issuer.client_auth import ClientKey, KeyParseError, parse_public_keys
 
 ENV_PREFIX = "TOOLBRIDGE_DEV_ISSUER_"
 DEFAULT_AUDIENCE = "https://api.toolbridge.local"
 MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
+MAX_REFRESH_TOKEN_LIFETIME_SECONDS = 365 * 24 * 3600
+
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+|:-]{0,63}")
+"""What a dev user's name (the ``sub`` of their tokens) may look like."""
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+"""RFC 6749 §3.3 ``scope-token``."""
+USER_NAME_RULE = "1-64 letters, digits and . _ @ + | : - (starting with a letter or digit)"
 
 _SETTINGS_FIELD = re.compile(r'field "(\w+)"')
 
@@ -60,6 +68,36 @@ class IssuerSettings(BaseSettings):
         default_factory=dict, description='JSON object: {"client-id": "client-secret"}'
     )
     log_level: LogLevel = "INFO"
+    client_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Confidential clients that authenticate with private_key_jwt (RFC 7523), as a "
+        'JSON object {"client-id": "key"}: a PEM public key, a JWK or JWKS, or the path of a file '
+        "holding one.",
+    )
+    users: list[str] = Field(
+        default_factory=lambda: ["alice", "bob"],
+        description="Dev users offered on the login page (no passwords); the chosen one is the "
+        "``sub`` of the tokens.",
+    )
+    allow_any_user: bool = Field(
+        default=True,
+        description="The login page also takes any other user name (1-64 letters, digits and "
+        "``. _ @ + | : -``).",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["offline_access"],
+        description="Scopes the authorization code flow grants (``scopes_supported``); others "
+        "are refused with ``invalid_scope``.",
+    )
+    code_lifetime_seconds: int = Field(
+        default=60, ge=1, le=600, description="How long an authorization code may be redeemed."
+    )
+    refresh_token_lifetime_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=1,
+        le=MAX_REFRESH_TOKEN_LIFETIME_SECONDS,
+        description="How long each refresh token lasts (every refresh rotates it).",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -96,8 +134,50 @@ class IssuerSettings(BaseSettings):
                 raise ValueError(f"client {client_id!r} has an empty secret")
         return value
 
+    @field_validator("client_keys")
+    @classmethod
+    def _check_client_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for client_id, key in value.items():
+            if not client_id.strip():
+                raise ValueError("a client id is empty")
+            try:
+                parse_public_keys(key)
+            except KeyParseError as exc:
+                raise ValueError(f"client {client_id!r}: {exc}") from None
+        return value
+
+    @field_validator("users")
+    @classmethod
+    def _check_users(cls, value: list[str]) -> list[str]:
+        for user in value:
+            if not USER_NAME.fullmatch(user):
+                raise ValueError(f"user {user!r} is not a valid name ({USER_NAME_RULE})")
+        return list(dict.fromkeys(value))
+
+    @field_validator("scopes")
+    @classmethod
+    def _check_scopes(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not SCOPE_TOKEN.fullmatch(scope):
+                raise ValueError(
+                    f"scope {scope!r} is not a scope token (RFC 6749 §3.3: printable ASCII "
+                    "without space, quote or backslash)"
+                )
+        return list(dict.fromkeys(value))
+
     @model_validator(mode="after")
     def _check_host(self) -> IssuerSettings:
+        both = sorted(set(self.clients) & set(self.client_keys))
+        if both:
+            raise ValueError(
+                f"client {both[0]!r} is in both {env_name('clients')} and "
+                f"{env_name('client_keys')}; a client has a secret or a key, not both"
+            )
+        if not self.users and not self.allow_any_user:
+            raise ValueError(
+                f"{env_name('users')} is empty and {env_name('allow_any_user')}=false: "
+                "nobody could sign in"
+            )
         if not is_loopback_host(self.host) and not self.allow_remote:
             raise ValueError(
                 f"{env_name('host')}={self.host} is not a loopback address; this DEVELOPMENT "
@@ -118,6 +198,10 @@ class IssuerSettings(BaseSettings):
     def endpoint(self, path: str) -> str:
         """An absolute URL of this issuer, e.g. ``endpoint("/oauth/token")``."""
         return self.issuer_url.rstrip("/") + path
+
+    def public_keys(self) -> dict[str, tuple[ClientKey, ...]]:
+        """The keys of the ``private_key_jwt`` clients (read again, e.g. from their files)."""
+        return {client_id: parse_public_keys(key) for client_id, key in self.client_keys.items()}
 
 
 def load_issuer_settings(**overrides: Any) -> IssuerSettings:

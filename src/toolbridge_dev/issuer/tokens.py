@@ -54,15 +54,17 @@ def mint_user_token(
     audience: str,
     lifetime_seconds: int,
     scope: str | None = None,
+    client_id: str | None = None,
 ) -> MintedToken:
-    """A token for a user (``sub`` as given), as a user's login would yield."""
+    """A token for a user (``sub`` as given), as a user's login would yield; with
+    ``client_id`` (the client the user signed in to) also ``azp`` and RFC 9068 ``client_id``."""
     return _mint(
         key,
         issuer=issuer,
         subject=subject,
         audience=audience,
         lifetime_seconds=lifetime_seconds,
-        extra={},
+        extra={"azp": client_id, "client_id": client_id} if client_id else {},
         scope=scope,
     )
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 
 from toolbridge_api.db.store import now_ms
 from toolbridge_api.entities import Entity, Incoming, InvalidItem, extract
-from toolbridge_api.routes.context import StoreDep, SyncedCaller
+from toolbridge_api.routes.context import DeltaCaller, StoreDep
 from toolbridge_api.routes.entities import (
     DEFAULT_LIMIT,
     Cursor,
@@ -48,9 +48,9 @@ def delta_router(kind: Entity) -> APIRouter:
         operation_id=f"push_{name}",
         summary=f"Push changed {name}: one ack per item, in order",
     )
-    async def push(caller: SyncedCaller, store: StoreDep, body: PushIn) -> Response:
-        """Applies the items in order in one transaction (an item may name a parent pushed
-        earlier in the batch). An item is stored as sent only if its time is strictly newer
+    async def push(caller: DeltaCaller, store: StoreDep, body: PushIn) -> Response:
+        """Applies the items in order in one transaction (each item sees what the earlier
+        ones wrote). An item is stored as sent only if its time is strictly newer
         than the stored one's; an older or equal one changes nothing and its ack shows the
         server's version and time. ``sync.isDeleted: true`` makes a tombstone, a newer live
         push brings it back. Refused items get an ack with ``error``; the rest still apply."""
@@ -75,7 +75,7 @@ def delta_router(kind: Entity) -> APIRouter:
         summary=f"Pull changed {name} after a cursor",
     )
     async def pull(
-        caller: SyncedCaller,
+        caller: DeltaCaller,
         store: StoreDep,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,

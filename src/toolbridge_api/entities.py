@@ -43,7 +43,7 @@ MAX_MS: Final = 253_402_300_799_999
 
 
 MAX_CLIENT_VERSION: Final = 2**30
-"""A pushed ``sync.version`` at or beyond this is ignored (versions are 32-bit columns)."""
+"""A pushed ``sync.version`` at or beyond this is refused (versions are 32-bit columns)."""
 
 
 class InvalidItem(ValueError):
@@ -140,6 +140,17 @@ def _updated_ms(item: Mapping[str, Any], now_ms: int) -> int:
     return now_ms
 
 
+def _deleted_ms(value: object, updated_ms: int) -> int:
+    """A tombstone's time: its ``deletedAt``, else (absent) its updated time."""
+    if value is None:
+        return updated_ms
+    ms = parse_timestamp(value)
+    if ms is None or not in_range(ms):
+        shown = value[:64] if isinstance(value, str) else value
+        raise InvalidItem(f"invalid sync.deletedAt: {shown!r} (send RFC 3339 or epoch ms)")
+    return ms or updated_ms
+
+
 def extract(kind: Entity, item: dict[str, Any], now_ms: int) -> Incoming:
     """Reads a pushed item as the original does: ``uid`` (a UUID string), the updated time
     (``updatedTs``, ``updatedAt``, ``updateTime``; none: ``now_ms``), ``sync.version`` (a
@@ -148,7 +159,8 @@ def extract(kind: Entity, item: dict[str, Any], now_ms: int) -> Incoming:
     (its ack names no uid); a refused parent type comes back as ``problem``.
 
     Differences (ADR 0004): an updated time that is present but unreadable is refused
-    instead of replaced by the server's clock, and a JSON number is read as milliseconds.
+    instead of replaced by the server's clock (``sync.deletedAt`` too), a JSON number is read
+    as milliseconds, and a ``sync.version`` beyond 32 bits is refused instead of read as 1.
     """
     uid = canonical_uid(item.get("uid"))
     if uid is None:
@@ -160,10 +172,11 @@ def extract(kind: Entity, item: dict[str, Any], now_ms: int) -> Incoming:
     if isinstance(sync, dict):
         number = sync.get("version")
         if isinstance(number, int | float) and not isinstance(number, bool):
-            version = int(number) if abs(number) < MAX_CLIENT_VERSION else 1
+            if not abs(number) < MAX_CLIENT_VERSION:
+                raise InvalidItem(f"invalid sync.version: {number!r} (must be below 2**30)")
+            version = int(number)
         if sync.get("isDeleted") is True:
-            deleted = parse_timestamp(sync.get("deletedAt"))
-            deleted_ms = deleted if deleted and in_range(deleted) else updated_ms
+            deleted_ms = _deleted_ms(sync.get("deletedAt"), updated_ms)
     version = version or 1
     parent: Parent | None = None
     problem: str | None = None

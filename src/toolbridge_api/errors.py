@@ -20,7 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from toolbridge_api.db.store import Contended, Gone, NotFound, StoreError, VersionMismatch
+from toolbridge_api.db.store import Gone, NotFound, StoreError, VersionMismatch
 from toolbridge_api.middleware import new_correlation_id
 from toolbridge_api.security import AuthError
 from toolbridge_common import contract
@@ -48,7 +48,6 @@ _STORE_STATUS: dict[type[StoreError], tuple[int, str]] = {
     NotFound: (404, "not found"),
     Gone: (410, "the item was deleted"),
     VersionMismatch: (412, ""),
-    Contended: (409, ""),
 }
 
 

@@ -495,6 +495,8 @@ def _cursor_ms(cursor: str) -> int:
         ({"updatedAt": {"at": 1}}, "invalid updatedAt"),
         ({"updateTime": "10:00"}, "invalid updateTime"),
         ({"updatedTs": 10**19}, "invalid updatedTs"),
+        ({"sync": {"version": 2**30}}, "invalid sync.version: 1073741824"),
+        ({"sync": {"isDeleted": True, "deletedAt": "later"}}, "invalid sync.deletedAt"),
     ],
 )
 async def test_unreadable_items_are_refused_and_the_rest_apply(

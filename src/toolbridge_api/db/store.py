@@ -62,10 +62,6 @@ class VersionMismatch(StoreError):
         self.current = current
 
 
-class Contended(StoreError):
-    """Concurrent writers kept winning; the client should retry."""
-
-
 class Refused(StoreError):
     """The item cannot be stored as sent (its parent is missing, deleted or malformed)."""
 

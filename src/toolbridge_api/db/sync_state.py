@@ -199,6 +199,8 @@ class SyncState:
         )
         deleted: dict[str, int] = {}
         async with self.store.writing() as conn:
+            # After any push of this user in flight, so none lands after the wipe.
+            await self.store.serialise_user(conn, principal)
             epoch = await self._bump_epoch(
                 conn, principal, last_wipe_at=utcnow(), last_wipe_by=principal.user_id
             )

@@ -28,8 +28,8 @@ import pytest
 from fastmcp import Client
 
 from tests.mcp.conftest import result_text
-from toolbridge_dev.stack import DevOptions, call_on_stop_signals, connect_instructions
 from toolbridge_dev import stack as devstack
+from toolbridge_dev.stack import DevOptions, call_on_stop_signals, connect_instructions
 
 COMMAND = str(Path(sys.executable).parent / "toolbridge-mcp")
 README_COMMAND = str(Path(__file__).parents[2] / "scripts" / "dev.sh")
@@ -219,9 +219,9 @@ async def _crud_round(client: Client[Any], round_no: int) -> None:
     tasks = await _ok(client, "list_tasks", limit=1000)
     assert task["uid"] in {item["uid"] for item in tasks["items"]}
     done = await _ok(
-        client, "update_task", uid=task["uid"], title=f"task {round_no}", status="done"
+        client, "update_task", uid=task["uid"], title=f"task {round_no}", status="completed"
     )
-    assert done["payload"]["status"] == "done"
+    assert done["payload"]["status"] == "completed"
     await _ok(client, "delete_task", uid=task["uid"])
 
 

@@ -29,7 +29,9 @@ def configure_logging(level: str = "INFO") -> None:
     """One stderr sink at ``level`` for everything the process logs."""
     logger.remove()
     logger.add(sys.stderr, level=level.upper(), format=_FORMAT, backtrace=False, diagnose=False)
-    logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    # The standard library at the sink's level: a record below it (httpcore writes ~10 DEBUG
+    # records per request) is never created, instead of being built and then dropped.
+    logging.basicConfig(handlers=[_InterceptHandler()], level=stdlib_level(level), force=True)
     # FastMCP gives its logger a rich console handler of its own: one format for every line.
     fastmcp_logger = logging.getLogger("fastmcp")
     fastmcp_logger.handlers.clear()
@@ -38,6 +40,11 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Scheduled retries through our log, not stamina's stdlib line (which shows arguments).
     stamina.instrumentation.set_on_retry_hooks([log_retry])
+
+
+def stdlib_level(level: str) -> int:
+    """The standard library's number for loguru level ``level`` (``TRACE`` is 5)."""
+    return logger.level(level.upper()).no
 
 
 def log_retry(details: stamina.instrumentation.RetryDetails) -> None:

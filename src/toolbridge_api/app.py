@@ -23,7 +23,7 @@ from toolbridge_api.middleware import (
     CorrelationIdMiddleware,
     DeferredHeadersMiddleware,
 )
-from toolbridge_api.routes import health, sync
+from toolbridge_api.routes import health, sync, token_exchange
 from toolbridge_api.routes.delta import delta_router
 from toolbridge_api.routes.entities import entity_router
 from toolbridge_api.routes.health import server_version
@@ -34,19 +34,29 @@ from toolbridge_api.security import (
     TenantVerifier,
     TokenVerifier,
 )
+from toolbridge_api.security.own_keys import OwnTokens
 
 DEBUG_ONLY_AUDIENCE = "urn:toolbridge:no-token-verification"
 """Stands in for the audience when only X-Debug-Sub is configured: no token can pass then."""
 
 
-def build_authenticator(settings: ApiSettings) -> Authenticator:
-    """The security layer as the settings describe it."""
-    tokens = TokenVerifier(
-        audience=settings.audience or DEBUG_ONLY_AUDIENCE,
+def build_token_verifier(settings: ApiSettings, audience: str) -> TokenVerifier:
+    """A verifier of the identity provider's tokens for ``audience`` (the API's, or the MCP
+    server's for token exchange)."""
+    return TokenVerifier(
+        audience=audience,
         issuer=settings.issuer,
         jwks_url=settings.jwks_url,
         hs256_secret=settings.hs256_secret,
     )
+
+
+def build_authenticator(
+    settings: ApiSettings, own_tokens: OwnTokens | None = None
+) -> Authenticator:
+    """The security layer as the settings describe it; ``own_tokens``: the API's own
+    (exchanged) tokens are accepted too."""
+    tokens = build_token_verifier(settings, settings.audience or DEBUG_ONLY_AUDIENCE)
     tenants = (
         None
         if settings.tenant_secret is None
@@ -55,7 +65,10 @@ def build_authenticator(settings: ApiSettings) -> Authenticator:
         )
     )
     return Authenticator(
-        tokens=tokens, tenants=tenants, debug_sub_enabled=settings.debug_sub_enabled
+        tokens=tokens,
+        tenants=tenants,
+        debug_sub_enabled=settings.debug_sub_enabled,
+        own_tokens=own_tokens,
     )
 
 
@@ -86,7 +99,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         engine = create_engine(settings.database_url)
         try:
             await migrate(engine)
-            authenticator = build_authenticator(settings)
+            exchange = token_exchange.build_token_exchange(
+                settings, lambda audience: build_token_verifier(settings, audience)
+            )
+            app.state.token_exchange = exchange
+            authenticator = build_authenticator(
+                settings, None if exchange is None else exchange.own
+            )
             store = Store(engine)
             app.state.store = store
             app.state.sync_state = SyncState(
@@ -105,6 +124,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 yield
             finally:
                 await authenticator.aclose()
+                if exchange is not None:
+                    await exchange.aclose()
         finally:
             await engine.dispose()
 
@@ -115,6 +136,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.token_exchange = None
     install_error_handlers(app)
     # The last added runs first: the correlation id exists before the body limit answers.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
@@ -122,6 +144,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(CorrelationIdMiddleware)
     app.include_router(health.router)
     app.include_router(sync.router)
+    app.include_router(token_exchange.router)
     for entity in ENTITIES:
         app.include_router(entity_router(entity))
         app.include_router(delta_router(entity))

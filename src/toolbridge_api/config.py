@@ -6,6 +6,7 @@ error: pydantic's own messages echo inputs, so :func:`load_api_settings` rewrite
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -60,6 +61,36 @@ class ApiSettings(DatabaseSettings):
     hs256_secret: SecretStr | None = None
     debug_sub_enabled: bool = False
     tenant_secret: SecretStr | None = None
+    exchange_subject_audience: str | None = Field(
+        default=None,
+        description="Turns on `POST /auth/token-exchange` (RFC 8693): the audience a user's token "
+        "must carry to be exchanged for an API token — the MCP server's resource URL, e.g. "
+        "https://mcp.example.com/mcp. Its issuer and keys are the ones the API trusts "
+        "(`TOOLBRIDGE_API_ISSUER`, the JWKS); it must differ from `TOOLBRIDGE_API_AUDIENCE`.",
+    )
+    exchange_token_lifetime_seconds: int = Field(
+        default=600,
+        ge=60,
+        le=3600,
+        description="Lifetime of the API tokens the exchange issues (never past the exchanged "
+        "token's own expiry).",
+    )
+    exchange_token_issuer: str = Field(
+        default="toolbridge-api",
+        min_length=1,
+        description="The `iss` of the API tokens the exchange issues; a token claiming it is "
+        "verified with the API's own key only.",
+    )
+    exchange_signing_key_file: Path = Field(
+        default=Path(".toolbridge/api-signing-key.pem"),
+        description="The API's own RSA key for exchanged tokens (PEM), created with mode 0600 on "
+        "the first start with token exchange on. API processes behind one URL must share it.",
+    )
+    exchange_signing_key: SecretStr | None = Field(
+        default=None,
+        description="The API's own RSA key as PEM, instead of the key file (e.g. a platform "
+        "secret shared by every API process).",
+    )
     max_timestamp_skew_seconds: float = Field(default=300, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=0, le=65535)
@@ -114,7 +145,28 @@ class ApiSettings(DatabaseSettings):
                 f"{env_name('jwks_url')} (with {env_name('audience')}); for development only, "
                 f"{env_name('hs256_secret')} or {env_name('debug_sub_enabled')}=true"
             )
+        self._check_token_exchange(verifies_tokens)
         return self
+
+    def _check_token_exchange(self, verifies_tokens: bool) -> None:
+        """Token exchange verifies user tokens like the API does, but for another audience."""
+        if self.exchange_subject_audience is None:
+            return
+        if not verifies_tokens:
+            raise ValueError(
+                f"{env_name('exchange_subject_audience')} needs token verification: set "
+                f"{env_name('issuer')} and {env_name('jwks_url')} (or {env_name('auth0_domain')})"
+            )
+        if self.exchange_subject_audience.rstrip("/") == (self.audience or "").rstrip("/"):
+            raise ValueError(
+                f"{env_name('exchange_subject_audience')} must be the MCP server's audience, not "
+                f"this API's ({env_name('audience')}): tokens for the API need no exchange"
+            )
+        if self.exchange_token_issuer == self.issuer:
+            raise ValueError(
+                f"{env_name('exchange_token_issuer')} must differ from {env_name('issuer')}: it "
+                "tells the API's own tokens from the identity provider's"
+            )
 
 
 def load_api_settings(

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from loguru import logger
 
 from toolbridge_api.security.headers import header_value
+from toolbridge_api.security.own_keys import OwnTokens
 from toolbridge_api.security.principal import (
     AuthError,
     Principal,
@@ -38,8 +39,10 @@ class Authenticator:
         tokens: TokenVerifier,
         tenants: TenantVerifier | None,
         debug_sub_enabled: bool = False,
+        own_tokens: OwnTokens | None = None,
     ) -> None:
         self.tokens = tokens
+        self.own_tokens = own_tokens
         self.tenants = tenants
         self.debug_sub_enabled = debug_sub_enabled
         self._warned_debug_users: set[str] = set()
@@ -56,11 +59,19 @@ class Authenticator:
         debug_sub = header_value(headers, DEBUG_SUB_HEADER) if token is None else None
         tenant_id = self._tenant(headers)
         if token is not None:
-            user_id = await self.tokens.verify(token)
+            user_id = await self._verify(token)
         else:
             assert debug_sub is not None
             user_id = self._debug_user(debug_sub)
         return Principal(tenant_id=tenant_id, user_id=user_id)
+
+    async def _verify(self, token: str) -> str:
+        """The token's subject: the API's own (exchanged) tokens are checked with its own key
+        alone, every other token with the identity provider's keys alone."""
+        own = self.own_tokens
+        if own is not None and own.issued_here(token):
+            return own.verify(token)
+        return await self.tokens.verify(token)
 
     def rate_key(self, principal: Principal) -> str:
         """The caller's rate-limit bucket key: (tenant, user) once the tenant headers are

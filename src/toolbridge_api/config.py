@@ -128,7 +128,9 @@ class ApiSettings(DatabaseSettings):
                     f"{env_name('hs256_secret')} must be at least {MIN_HS256_SECRET_BYTES} bytes "
                     f"(got {size}); generate one with `openssl rand -hex 32`"
                 )
-        verifies_tokens = bool(self.jwks_url) or self.hs256_secret is not None
+        verifies_tokens = (
+            bool(self.jwks_url) or self.hs256_secret is not None or self.discovers_jwks
+        )
         if verifies_tokens and not self.audience:
             raise ValueError(
                 f"{env_name('audience')} is required to verify access tokens "
@@ -141,9 +143,10 @@ class ApiSettings(DatabaseSettings):
             )
         if not verifies_tokens and not self.debug_sub_enabled:
             raise ValueError(
-                f"no way to verify access tokens: set {env_name('auth0_domain')} or "
-                f"{env_name('jwks_url')} (with {env_name('audience')}); for development only, "
-                f"{env_name('hs256_secret')} or {env_name('debug_sub_enabled')}=true"
+                f"no way to verify access tokens: set {env_name('issuer')} (its JWKS is "
+                f"discovered), {env_name('auth0_domain')} or {env_name('jwks_url')} (with "
+                f"{env_name('audience')}); for development only, {env_name('hs256_secret')} or "
+                f"{env_name('debug_sub_enabled')}=true"
             )
         self._check_token_exchange(verifies_tokens)
         return self
@@ -167,6 +170,12 @@ class ApiSettings(DatabaseSettings):
                 f"{env_name('exchange_token_issuer')} must differ from {env_name('issuer')}: it "
                 "tells the API's own tokens from the identity provider's"
             )
+
+    @property
+    def discovers_jwks(self) -> bool:
+        """Whether the JWKS URL comes from the issuer's metadata (``jwks_uri``): an issuer
+        without a JWKS URL, an Auth0 domain or the development HS256 secret."""
+        return bool(self.issuer) and not self.jwks_url and self.hs256_secret is None
 
 
 def load_api_settings(

@@ -116,3 +116,14 @@ def test_migrate_needs_only_the_database() -> None:
         DatabaseSettings, _env_file=None, database_url="sqlite+aiosqlite:///x.db"
     )
     assert settings.database_url.endswith("x.db")
+
+
+def test_an_issuer_alone_verifies_tokens_through_discovery() -> None:
+    settings = load(issuer="https://idp.test/", audience="https://api")
+    assert settings.discovers_jwks
+    assert settings.jwks_url is None
+    assert not load(
+        issuer="https://idp.test/", jwks_url="https://idp.test/keys", audience="a"
+    ).discovers_jwks
+    with pytest.raises(ConfigError, match="TOOLBRIDGE_API_AUDIENCE"):
+        load(issuer="https://idp.test/")

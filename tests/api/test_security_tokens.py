@@ -269,6 +269,106 @@ async def test_unknown_kid_flood_refetches_at_most_once_per_interval(
     assert jwks.fetches == 2, "exactly one refetch once the interval has passed"
 
 
+async def test_a_key_rotated_right_after_a_fetch_verifies_within_a_second(
+    jwks: JWKSServer, make_verifier: Factory, clock: FakeClock
+) -> None:
+    """The identity provider rotates just after the keys were read: the new kid is refused
+    until the global pacing (1 s by default) allows the next fetch, then verifies."""
+    verifier = make_verifier()
+    assert await verifier.verify(jwks.mint()) == "auth0|user-1"
+    new_key = jwks.rotate()
+    clock.advance(0.2)
+    rotated = jwks.mint(key=new_key, sub="rotated")
+    error = await refused(verifier, rotated)
+    assert error.message == "access token kid does not match any signing key of the issuer"
+    assert jwks.fetches == 1
+    clock.advance(0.8)
+    assert await verifier.verify(rotated) == "rotated"
+    assert jwks.fetches == 2
+
+
+async def test_a_rotated_key_verifies_within_about_a_second_on_the_real_clock(
+    jwks: JWKSServer,
+) -> None:
+    """The same on the real clock, with the defaults: a caller retrying a refused token
+    gets through once the pacing allows one refetch (the deadline is functional only)."""
+    verifier = TokenVerifier(audience=jwks.audience, issuer=jwks.issuer, jwks_url=jwks.jwks_url)
+    try:
+        await verifier.verify(jwks.mint())
+        rotated = jwks.mint(key=jwks.rotate(), sub="rotated")
+        statuses: list[int] = []
+        async with asyncio.timeout(5):
+            while True:
+                try:
+                    subject = await verifier.verify(rotated)
+                except AuthError as exc:
+                    statuses.append(exc.status)
+                    await asyncio.sleep(0.05)
+                    continue
+                break
+        assert subject == "rotated"
+        assert set(statuses) <= {401}
+        assert jwks.fetches == 2, "one refetch, however many refusals came first"
+    finally:
+        await verifier.aclose()
+
+
+async def test_garbage_kids_cost_at_most_one_fetch_a_second(
+    jwks: JWKSServer, make_verifier: Factory, clock: FakeClock
+) -> None:
+    """A new random kid on every request, ten a second for ten seconds: the global pacing
+    holds the identity provider to one JWKS request a second."""
+    verifier = make_verifier()
+    await verifier.verify(jwks.mint())
+    stranger = SigningKey.generate()
+    for n in range(100):
+        clock.advance(0.1)
+        await refused(verifier, jwks.mint(key=stranger, kid=f"garbage-{n}"))
+    assert jwks.fetches <= 1 + 10
+
+
+async def test_one_unknown_kid_is_refetched_for_at_most_every_five_seconds(
+    jwks: JWKSServer, make_verifier: Factory, clock: FakeClock
+) -> None:
+    """The same unknown kid over and over (a client with a token of another issuer) is
+    paced per kid: one refetch per 5 s, although the global pacing would allow one a
+    second."""
+    verifier = make_verifier()
+    await verifier.verify(jwks.mint())
+    stranger = jwks.mint(key=SigningKey.generate("stranger"))
+    for _ in range(10):
+        clock.advance(1.0)
+        await refused(verifier, stranger)
+    assert jwks.fetches == 1 + 2, "at 1 s and at 6 s"
+
+
+async def test_the_jwks_is_discovered_from_the_issuer_alone(idp: IdP) -> None:
+    """With an issuer but no JWKS URL (and no HS256 secret) the keys are found through the
+    issuer's metadata (jwks_uri), looked up once."""
+    idp.set_metadata(idp.metadata() | {"jwks_uri": f"{idp.base_url}/.well-known/jwks.json"})
+    verifier = TokenVerifier(audience=idp.audience, issuer=idp.issuer, jwks_url=None)
+    assert verifier.algorithms == ("RS256",)
+    try:
+        token = idp.fetch_token("test-client", "test-secret")
+        assert await verifier.verify(token) == "test-client@clients"
+        assert await verifier.verify(idp.fetch_token("test-client", "test-secret"))
+        assert verifier.jwks_url == f"{idp.base_url}/.well-known/jwks.json"
+        assert idp.metadata_fetches == ["/.well-known/oauth-authorization-server"]
+    finally:
+        await verifier.aclose()
+
+
+async def test_a_failed_discovery_is_a_503_naming_the_setting(idp: IdP, logs: LogCapture) -> None:
+    idp.set_metadata({})
+    verifier = TokenVerifier(audience=idp.audience, issuer=idp.issuer, jwks_url=None)
+    try:
+        error = await refused(verifier, idp.fetch_token("test-client", "test-secret"), 503)
+        assert "signing keys" in error.message
+    finally:
+        await verifier.aclose()
+    assert any("TOOLBRIDGE_API_ISSUER" in line for line in logs.messages("ERROR"))
+
+
 async def test_concurrent_unknown_kids_share_one_fetch(
     jwks: JWKSServer, make_verifier: Factory
 ) -> None:

@@ -48,6 +48,10 @@ class Reply:
     body: str | None = None
     hang: bool = False
     delay: float = 0.0
+    fields: dict[str, Any] | None = None
+    """More members of a successful answer (``refresh_in``, ...)."""
+    granted_scope: str | None = None
+    """The scope granted, when it differs from the one asked for."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,9 @@ class IdP:
         self.issuer_host = issuer_host
         self.ca: trustme.CA | None = trustme.CA() if tls else None
 
-        self._key = SigningKey.generate()
+        self._key = self._first_key = SigningKey.generate()
         self.public_key: rsa.RSAPublicKey = self._key.public_key
+        """The first key's public half (what :meth:`reset` signs with again)."""
         self.jwks: dict[str, Any] = {"keys": [self._key.public_jwk()]}
 
         self._lock = threading.Lock()
@@ -93,6 +98,9 @@ class IdP:
         self._requests: list[Seen] = []
         self._issued: list[str] = []
         self._busy = 0
+        self._metadata: dict[str, Any] | None = None
+        self._metadata_paths: tuple[str, ...] | None = None
+        self._metadata_fetches: list[str] = []
 
         self._server = ServerThread(
             self._app(), tls_ca=self.ca, on_close=self._begin_close, name="toolbridge-fake-idp"
@@ -176,6 +184,46 @@ class IdP:
         with self._lock:
             return list(self._issued)
 
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` of its tokens: the base URL with a trailing slash (as Auth0's)."""
+        return f"{self.base_url}/"
+
+    def metadata(self) -> dict[str, Any]:
+        """The RFC 8414 / OpenID metadata it serves (unless :meth:`set_metadata` replaced it)."""
+        with self._lock:
+            if self._metadata is not None:
+                return dict(self._metadata)
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_url,
+            "jwks_uri": f"{self.base_url}/.well-known/jwks.json",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        }
+
+    def set_metadata(
+        self, document: dict[str, Any] | None, *, paths: tuple[str, ...] | None = None
+    ) -> None:
+        """Serve ``document`` at both well-known paths, or only at ``paths`` (``{}``: answer
+        404); ``None``: the default document again."""
+        with self._lock:
+            self._metadata = document
+            self._metadata_paths = paths
+
+    @property
+    def metadata_fetches(self) -> list[str]:
+        """The paths of the metadata requests it answered."""
+        with self._lock:
+            return list(self._metadata_fetches)
+
+    def rotate_key(self) -> None:
+        """Sign new tokens with a new key, published next to the old one (key rotation)."""
+        key = SigningKey.generate()
+        with self._lock:
+            self._key = key
+            self.jwks = {"keys": [key.public_jwk(), *self.jwks["keys"]]}
+
     def fetch_token(self, client_id: str, secret: str, audience: str | None = None) -> str:
         """A real access token over HTTP, as a static or per-user token would be obtained."""
         response = httpx.post(
@@ -210,6 +258,11 @@ class IdP:
             self._issued.clear()
             self._script.clear()
             self._default = Reply()
+            self._metadata = None
+            self._metadata_paths = None
+            self._metadata_fetches.clear()
+            self._key = self._first_key
+            self.jwks = {"keys": [self._first_key.public_jwk()]}
 
     def _release_now(self) -> None:
         event, self._release_event = self._release_event, asyncio.Event()
@@ -230,11 +283,23 @@ class IdP:
             routes=[
                 Route("/oauth/token", self._token, methods=["POST"]),
                 Route("/.well-known/jwks.json", self._jwks, methods=["GET"]),
+                Route("/.well-known/oauth-authorization-server", self._meta, methods=["GET"]),
+                Route("/.well-known/openid-configuration", self._meta, methods=["GET"]),
             ]
         )
 
     async def _jwks(self, request: Request) -> Response:
-        return JSONResponse(self.jwks)
+        with self._lock:
+            return JSONResponse(self.jwks)
+
+    async def _meta(self, request: Request) -> Response:
+        with self._lock:
+            self._metadata_fetches.append(request.url.path)
+            paths = self._metadata_paths
+        document = self.metadata()
+        if not document or (paths is not None and request.url.path not in paths):
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        return JSONResponse(document)
 
     async def _token(self, request: Request) -> Response:
         """Counts requests in progress, so a test can wait until none is left (drain)."""
@@ -316,9 +381,12 @@ class IdP:
     ) -> Response:
         """Mint an Auth0-style M2M access token; jti makes every token distinct."""
         lifetime = reply.expires_in if reply.expires_in is not None else 3600
+        scope = reply.granted_scope if reply.granted_scope is not None else scope
+        with self._lock:
+            key = self._key
         if reply.jwt:
             token = mint_client_token(
-                self._key,
+                key,
                 issuer=f"{self.base_url}/",
                 client_id=client_id,
                 audience=audience,
@@ -333,5 +401,6 @@ class IdP:
         if reply.expires_in is not None:
             payload["expires_in"] = reply.expires_in
         payload["scope"] = scope
+        payload |= reply.fields or {}
         no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         return JSONResponse(payload, headers={**headers, **no_store})

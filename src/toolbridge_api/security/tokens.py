@@ -4,11 +4,17 @@ Why it is shaped this way: the algorithm is chosen by what the server is configu
 never by the token alone. An RS256 token is checked only with an RSA key from the JWKS; an
 HS256 token only with the configured dev secret (and refused when none is set), so a token
 "signed" with the public key as an HMAC secret can never verify. Keys are cached; an unknown
-``kid`` triggers one refetch (key rotation) that is single-flight and at most once per
-interval, so a flood of forged tokens cannot hammer the identity provider, and an outage of
-the provider leaves the cached keys serving. Keys older than a maximum age are re-read in the
-background (the cached key keeps serving meanwhile), so a key the provider withdrew stops
-verifying tokens, as with PyJWT's ``PyJWKClient`` cache lifespan.
+``kid`` triggers a refetch (key rotation) at once, single-flight and paced twice: at most one
+refetch per ``jwks_refetch_min_interval_seconds`` (1 s) for all kids together, and per kid at
+most one per ``jwks_refetch_per_kid_seconds`` (5 s). So a key rotated just after a fetch
+verifies about a second later, while a flood of forged kids costs the identity provider at most
+one request a second; an outage of the provider leaves the cached keys serving. Keys older than
+a maximum age are re-read in the background (the cached key keeps serving meanwhile), so a key
+the provider withdrew stops verifying tokens, as with PyJWT's ``PyJWKClient`` cache lifespan.
+
+With an issuer but neither a JWKS URL nor an HS256 secret, the JWKS URL is the ``jwks_uri`` of
+the issuer's metadata (RFC 8414 or OpenID discovery, :mod:`toolbridge_common.discovery`),
+looked up once, by the first fetch.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pydantic import SecretStr
 
 from toolbridge_api.config import MIN_HS256_SECRET_BYTES
 from toolbridge_api.security.principal import AuthError, checked_user_id
+from toolbridge_common.discovery import DiscoveryError, discover
 from toolbridge_common.singleflight import SingleFlight
 
 _MAX_TOKEN_LENGTH = 16_384
@@ -35,6 +42,10 @@ _SHOWABLE_ALG = re.compile(r"[A-Za-z0-9]{1,10}")
 """An ``alg`` value echoed in an error message; anything else is not repeated back."""
 _JWKS_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 _JWKS = "jwks"
+_MAX_PACED_KIDS = 1024
+"""Unknown kids remembered for per-kid pacing; older entries are forgotten first."""
+UNKNOWN_KID_MESSAGE = "access token kid does not match any signing key of the issuer"
+"""The 401 for a kid the keys do not have, even after a refetch; clients may retry it."""
 
 
 class TokenVerifier:
@@ -42,7 +53,9 @@ class TokenVerifier:
 
     ``audience`` must appear in ``aud`` (a string or a list); ``issuer``, when set, must equal
     ``iss``. ``exp`` and ``sub`` are required; ``exp``/``nbf`` get ``leeway_seconds``.
-    ``clock`` (monotonic) only paces JWKS refetches.
+    ``clock`` (monotonic) only paces JWKS refetches. ``discover_jwks``: find the JWKS URL in
+    the issuer's metadata (default: when there is an issuer and neither a JWKS URL nor an
+    HS256 secret).
     """
 
     def __init__(
@@ -53,11 +66,17 @@ class TokenVerifier:
         jwks_url: str | None,
         hs256_secret: SecretStr | None = None,
         leeway_seconds: float = 30,
-        jwks_refetch_min_interval_seconds: float = 30,
+        jwks_refetch_min_interval_seconds: float = 1,
+        jwks_refetch_per_kid_seconds: float = 5,
         jwks_max_age_seconds: float = 300,
+        discover_jwks: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not audience and (jwks_url or hs256_secret is not None):
+        if discover_jwks is None:
+            discover_jwks = not jwks_url and hs256_secret is None and bool(issuer)
+        if discover_jwks and not issuer:
+            raise ValueError("JWKS discovery needs the issuer")
+        if not audience and (jwks_url or hs256_secret is not None or discover_jwks):
             raise ValueError("TokenVerifier needs an audience: tokens for any API would pass")
         if hs256_secret is not None:
             size = len(hs256_secret.get_secret_value().encode())
@@ -70,18 +89,21 @@ class TokenVerifier:
                 "HS256 access tokens are accepted (development secret set); "
                 "never configure it in production"
             )
-        if not jwks_url and hs256_secret is None:
+        if not jwks_url and hs256_secret is None and not discover_jwks:
             logger.warning("No JWKS URL and no HS256 secret: every bearer token will be refused")
-        if leeway_seconds < 0 or jwks_refetch_min_interval_seconds < 0:
-            raise ValueError("leeway and refetch interval must not be negative")
+        if min(leeway_seconds, jwks_refetch_min_interval_seconds, jwks_refetch_per_kid_seconds) < 0:
+            raise ValueError("leeway and refetch intervals must not be negative")
         if jwks_max_age_seconds <= 0:
             raise ValueError("jwks_max_age_seconds must be positive")
         self.audience = audience
         self.issuer = issuer
         self.jwks_url = jwks_url or None
+        self._discover = bool(discover_jwks) and not self.jwks_url
         self._hs256_secret = hs256_secret
         self._leeway = leeway_seconds
         self._refetch_interval = jwks_refetch_min_interval_seconds
+        self._per_kid_interval = jwks_refetch_per_kid_seconds
+        self._kid_attempts: dict[str, float] = {}
         self._max_age = jwks_max_age_seconds
         self._loaded_at: float | None = None
         self._clock = clock
@@ -96,7 +118,7 @@ class TokenVerifier:
     def algorithms(self) -> tuple[str, ...]:
         """The accepted ``alg`` values, in the order they are offered to clients."""
         allowed: list[str] = []
-        if self.jwks_url is not None:
+        if self.jwks_url is not None or self._discover:
             allowed.append("RS256")
         if self._hs256_secret is not None:
             allowed.append("HS256")
@@ -182,7 +204,7 @@ class TokenVerifier:
             if self._stale():
                 self._start_fetch()
             return found
-        await self._refresh()
+        await self._refresh(kid)
         found = self._lookup(kid)
         if found is not None:
             return found
@@ -200,24 +222,35 @@ class TokenVerifier:
                 f"access token has no kid header and the issuer has {count} signing keys "
                 "(a kid is needed unless there is exactly one)",
             )
-        raise AuthError(401, "access token kid does not match any signing key of the issuer")
+        raise AuthError(401, UNKNOWN_KID_MESSAGE)
 
-    async def _refresh(self) -> None:
-        """Join the fetch in flight, or start one if the pacing interval allows. One caller
-        giving up (client disconnect) does not cancel the fetch for the others."""
-        inflight = self._start_fetch()
+    async def _refresh(self, kid: str | None) -> None:
+        """Join the fetch in flight, or start one if the pacing allows. One caller giving up
+        (client disconnect) does not cancel the fetch for the others."""
+        inflight = self._start_fetch(kid)
         if inflight is not None:
             await asyncio.shield(inflight)
 
-    def _start_fetch(self) -> asyncio.Task[None] | None:
-        """The fetch in flight, else a new one if the pacing interval allows, else None."""
+    def _start_fetch(self, kid: str | None = None) -> asyncio.Task[None] | None:
+        """The fetch in flight, else a new one if the pacing allows (for ``kid``, when an
+        unknown kid asks), else None."""
         inflight = self._refetch.running(_JWKS)
         if inflight is None:
-            if self.jwks_url is None or not self._may_fetch():
+            if (self.jwks_url is None and not self._discover) or not self._may_fetch(kid):
                 return None
-            self._last_attempt = self._clock()
+            now = self._last_attempt = self._clock()
+            if kid is not None and self._keys is not None:
+                self._remember_kid(kid, now)
             inflight = self._refetch.start(_JWKS, self._fetch)
         return inflight
+
+    def _remember_kid(self, kid: str, now: float) -> None:
+        attempts = self._kid_attempts
+        attempts.pop(kid, None)
+        attempts[kid] = now
+        if len(attempts) > _MAX_PACED_KIDS:
+            for old in list(attempts)[: len(attempts) - _MAX_PACED_KIDS]:
+                del attempts[old]
 
     def _stale(self) -> bool:
         return self._loaded_at is not None and self._clock() - self._loaded_at >= self._max_age
@@ -231,11 +264,12 @@ class TokenVerifier:
             return everything[0] if len(everything) == 1 else None
         return keys.get(kid)
 
-    def _may_fetch(self) -> bool:
-        return (
-            self._last_attempt is None
-            or self._clock() - self._last_attempt >= self._refetch_interval
-        )
+    def _may_fetch(self, kid: str | None = None) -> bool:
+        now = self._clock()
+        if self._last_attempt is not None and now - self._last_attempt < self._refetch_interval:
+            return False
+        last_for_kid = None if kid is None else self._kid_attempts.get(kid)
+        return last_for_kid is None or now - last_for_kid >= self._per_kid_interval
 
     def _retry_after(self) -> float:
         if self._last_attempt is None:
@@ -248,10 +282,13 @@ class TokenVerifier:
         Runs as its own task (see ``_rsa_key``), so it must never raise: whatever the IdP
         answers, the outcome is recorded and logged here.
         """
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=_JWKS_TIMEOUT)
+        if self.jwks_url is None and not await self._discover_jwks_url(self._client):
+            self._last_attempt_failed = True
+            return
         assert self.jwks_url is not None
         try:
-            if self._client is None:
-                self._client = httpx.AsyncClient(timeout=_JWKS_TIMEOUT)
             response = await self._client.get(self.jwks_url)
             response.raise_for_status()
             key_set = _parse_jwks(response.json())
@@ -283,6 +320,28 @@ class TokenVerifier:
         logger.info(
             "JWKS loaded from {}: {} RS256 signing key(s)", self.jwks_url, len(named) + len(unnamed)
         )
+
+    async def _discover_jwks_url(self, client: httpx.AsyncClient) -> bool:
+        """Look up ``jwks_uri`` in the issuer's metadata; False (logged) when it fails."""
+        assert self.issuer is not None
+        try:
+            metadata = await discover(self.issuer, setting="TOOLBRIDGE_API_ISSUER", http=client)
+        except DiscoveryError as exc:
+            logger.error("{}; or set TOOLBRIDGE_API_JWKS_URL", exc)
+            return False
+        if metadata.jwks_uri is None:
+            logger.error(
+                "The metadata of TOOLBRIDGE_API_ISSUER={} ({}) names no jwks_uri: set "
+                "TOOLBRIDGE_API_JWKS_URL",
+                self.issuer,
+                metadata.metadata_url,
+            )
+            return False
+        self.jwks_url = metadata.jwks_uri
+        logger.info(
+            "JWKS URL {} discovered from TOOLBRIDGE_API_ISSUER={}", self.jwks_url, self.issuer
+        )
+        return True
 
 
 def _parse_jwks(document: object) -> jwt.PyJWKSet:

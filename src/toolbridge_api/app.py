@@ -19,9 +19,11 @@ from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.entities import ENTITIES
 from toolbridge_api.errors import install_error_handlers
 from toolbridge_api.middleware import (
+    AccessLogMiddleware,
     BodyLimitMiddleware,
     CorrelationIdMiddleware,
     DeferredHeadersMiddleware,
+    HeaderLimitMiddleware,
 )
 from toolbridge_api.routes import health, sync, token_exchange
 from toolbridge_api.routes.delta import delta_router
@@ -96,7 +98,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(
+            settings.database_url,
+            timeout_seconds=settings.database_timeout_seconds,
+            log_parameters=settings.log_sql_parameters,
+        )
         try:
             await migrate(engine)
             exchange = token_exchange.build_token_exchange(
@@ -106,7 +112,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             authenticator = build_authenticator(
                 settings, None if exchange is None else exchange.own
             )
-            store = Store(engine)
+            store = Store(engine, timeout_seconds=settings.database_timeout_seconds)
+            await store.purge_idempotency_keys()
             app.state.store = store
             app.state.sync_state = SyncState(
                 store, session_ttl=timedelta(seconds=settings.session_ttl_seconds)
@@ -138,9 +145,20 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     app.state.token_exchange = None
     install_error_handlers(app)
-    # The last added runs first: the correlation id exists before the body limit answers.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # The last added runs first: the correlation id exists before anything answers, and the
+    # access log sees every answer, the limits' included.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+    )
     app.add_middleware(DeferredHeadersMiddleware)
+    app.add_middleware(
+        HeaderLimitMiddleware,
+        max_header_count=settings.max_header_count,
+        max_header_bytes=settings.max_header_bytes,
+    )
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
     app.include_router(health.router)
     app.include_router(sync.router)
@@ -162,7 +180,9 @@ def _document_400_not_422(app: FastAPI) -> None:
             schema = generate()
             for operations in schema.get("paths", {}).values():
                 for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
+                    responses = operation.get("responses", {})
+                    if responses.get("422", {}).get("description") == "Validation Error":
+                        del responses["422"]
             schemas = schema.get("components", {}).get("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)

@@ -11,6 +11,7 @@ import uvicorn
 from toolbridge_api.app import create_app
 from toolbridge_api.config import ApiSettings, DatabaseSettings, load_api_settings
 from toolbridge_api.db.schema import HEAD, create_engine, current_revision, migrate
+from toolbridge_api.serving import uvicorn_options
 from toolbridge_common.logs import configure_logging
 from toolbridge_common.settings import ConfigError
 
@@ -44,7 +45,9 @@ def serve(
 ) -> None:
     """Serve the API with uvicorn; settings from TOOLBRIDGE_API_* variables and .env.
 
-    The database is created (SQLite) and migrated to the latest schema on start.
+    The database is created (SQLite) and migrated to the latest schema on start. Request
+    headers and bodies are limited in size and in the time they may take to arrive
+    (TOOLBRIDGE_API_MAX_HEADER_BYTES, …, docs/operations.md).
     """
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     try:
@@ -52,14 +55,7 @@ def serve(
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-    )
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))
 
 
 async def _migrate(database_url: str, revision: str) -> tuple[str | None, str | None]:

@@ -22,6 +22,8 @@ from toolbridge_common.settings import (
 
 ENV_PREFIX = "TOOLBRIDGE_API_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.toolbridge/api.db"
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_MAX_HEADER_COUNT = 100
 MIN_HS256_SECRET_BYTES = 32
 """RFC 7518 §3.2: an HS256 key is at least as long as the hash output (256 bits)."""
 
@@ -113,7 +115,61 @@ class ApiSettings(DatabaseSettings):
         description="Per-user rate limit of sync sessions, wipe and state: requests at once.",
     )
     session_ttl_seconds: float = Field(default=SESSION_TTL_SECONDS, gt=0)
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body in bytes; a larger one is a 413 before any route runs.",
+    )
+    max_header_bytes: int = Field(
+        default=DEFAULT_MAX_HEADER_BYTES,
+        ge=8 * 1024,
+        le=1024 * 1024,
+        description="Largest request line plus headers in bytes (`serve`); a larger one is a "
+        "431 and the connection is closed, without reading the rest. Access tokens are at most "
+        "16 KiB, so keep it above 20 KiB.",
+    )
+    max_header_count: int = Field(
+        default=DEFAULT_MAX_HEADER_COUNT,
+        ge=16,
+        le=10_000,
+        description="Most request headers one request may carry; more is a 431.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="Time a client has to send a request's line and headers, counted from its "
+        "first byte or from connecting (`serve`); then the connection is closed (408).",
+    )
+    body_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="Time a client has to send a request's whole body once its headers are in; "
+        "then 408 and nothing of it is processed.",
+    )
+    database_timeout_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="Longest a request waits for the database (a pooled connection, connecting "
+        "to PostgreSQL, a write's turn: SQLite's write lock, PostgreSQL's per-user and row "
+        "locks) before it is refused with 503 and nothing is written. Keep it well below the "
+        "request timeout of the API's clients (the MCP server's is 15 s), so a write is done or "
+        "refused before they give up.",
+    )
+    idempotency_key_ttl_seconds: float = Field(
+        default=24 * 3600,
+        ge=60,
+        description="How long the result of a write sent with an Idempotency-Key is kept: a "
+        "retry with the same key within this time gets that result instead of a second write.",
+    )
+    log_sql_parameters: bool = Field(
+        default=False,
+        description="Let SQL parameters (user payloads, session ids) appear in database errors "
+        "and the driver's DEBUG log lines. Off: they never appear at any level. For local "
+        "debugging only.",
+    )
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> ApiSettings:

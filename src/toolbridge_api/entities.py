@@ -20,6 +20,7 @@ __all__ = [
     "ENTITIES",
     "ENTITY_NAMES",
     "MAX_MS",
+    "MAX_PAYLOAD_DEPTH",
     "MIN_MS",
     "TIME_KEYS",
     "Entity",
@@ -30,6 +31,7 @@ __all__ = [
     "entity",
     "extract",
     "in_range",
+    "json_depth",
     "parent_of",
 ]
 
@@ -40,6 +42,28 @@ MIN_MS: Final = -62_135_596_800_000
 """0001-01-01T00:00:00Z: the earliest time a timestamp can name here."""
 MAX_MS: Final = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z: the latest."""
+
+
+MAX_PAYLOAD_DEPTH: Final = 64
+"""How deeply a stored payload may nest objects and arrays, the payload object being level 1.
+Every way of writing an item measures the payload itself, not the body around it (a push's
+``items`` array, a ``process`` body's ``metadata`` lands one level down, as it is stored), so
+whatever the API stores can be written back as it is read."""
+
+
+def json_depth(value: Any) -> int:
+    """How many objects and arrays nest in ``value`` at most (a scalar is 0, ``{}`` is 1)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in node)
+    return deepest
 
 
 MAX_CLIENT_VERSION: Final = 2**30

@@ -15,12 +15,25 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from loguru import logger
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NotSupportedError,
+    ProgrammingError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from toolbridge_api.db.store import Gone, NotFound, StoreError, VersionMismatch
+from toolbridge_api.db.store import (
+    CommitUncertain,
+    DatabaseBusy,
+    Gone,
+    NotFound,
+    StoreError,
+    VersionMismatch,
+)
 from toolbridge_api.middleware import new_correlation_id
 from toolbridge_api.security import AuthError
 from toolbridge_common import contract
@@ -53,11 +66,73 @@ _STORE_STATUS: dict[type[StoreError], tuple[int, str]] = {
 
 _DATABASE_DOWN: tuple[type[Exception], ...] = (
     OSError,
-    OperationalError,
-    InterfaceError,
+    DBAPIError,
     PoolTimeout,
+    DatabaseBusy,
+    CommitUncertain,
 )
-"""What an unreachable, locked or exhausted database raises (asyncpg: a bare OSError)."""
+"""What an unreachable, shutting down, locked or exhausted database raises: every DBAPI
+error (asyncpg's server errors such as ``57P01 admin shutdown`` or ``57P03 cannot connect
+now`` arrive as a bare ``DBAPIError``), a bare ``OSError`` (asyncpg connecting, timeouts),
+the pool's timeout and our own writer-queue timeout. Each is a 503 with ``Retry-After``,
+except :data:`_DATABASE_BUGS`."""
+
+_DATABASE_BUGS: tuple[type[DBAPIError], ...] = (
+    IntegrityError,
+    ProgrammingError,
+    DataError,
+    NotSupportedError,
+)
+"""DBAPI errors that say our SQL or our data is wrong, whatever the database's state: a 500."""
+
+_LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL: ``lock_timeout`` expired (the per-user write lock was held too long)."""
+
+RETRY_AFTER_BUSY_SECONDS = 1
+RETRY_AFTER_DOWN_SECONDS = 2
+
+
+def _database_busy(exc: Exception) -> bool:
+    """Whether ``exc`` says a write waited for its turn too long (nothing was written)."""
+    if isinstance(exc, DatabaseBusy):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+        return True
+    return getattr(orig, "sqlite_errorname", "") in {"SQLITE_BUSY", "SQLITE_LOCKED"} or (
+        "database is locked" in str(orig)
+    )
+
+
+def database_failure(exc: Exception, timeout_seconds: float, *, writing: bool) -> ApiError:
+    """The 503 for a database failure, saying whether a write (``writing``: the request
+    could write) may have been applied: only when committing failed, else nothing was
+    written, as a failed transaction is rolled back."""
+    if isinstance(exc, CommitUncertain):
+        return ApiError(
+            503,
+            "the database failed while committing: the write may have been applied. Retry "
+            "with the same Idempotency-Key to get its result either way, or read the item to "
+            "check",
+            extra={"database": "unavailable"},
+            headers={"Retry-After": str(RETRY_AFTER_DOWN_SECONDS)},
+        )
+    nothing = "nothing was written; " if writing else ""
+    if _database_busy(exc):
+        return ApiError(
+            503,
+            f"database busy: the request waited {timeout_seconds:g} s for its turn; {nothing}retry",
+            extra={"database": "busy"},
+            headers={"Retry-After": str(RETRY_AFTER_BUSY_SECONDS)},
+        )
+    return ApiError(
+        503,
+        f"database unavailable; {nothing}retry later",
+        extra={"database": "unavailable"},
+        headers={"Retry-After": str(RETRY_AFTER_DOWN_SECONDS)},
+    )
 
 
 def correlation_id(request: Request) -> str:
@@ -115,12 +190,21 @@ def install_error_handlers(app: FastAPI) -> None:
         return _response(request, ApiError(status, message or str(exc), extra=extra))
 
     async def on_database_down(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, _DATABASE_BUGS):
+            return await on_unexpected(request, exc, traceback=True)
+        error = database_failure(
+            exc,
+            request.app.state.settings.database_timeout_seconds,
+            writing=request.method not in ("GET", "HEAD", "OPTIONS"),
+        )
         logger.warning(
-            "database unavailable ({}; correlation id {})",
+            "database {} ({}{}; correlation id {})",
+            error.extra["database"],
             type(exc).__name__,
+            _sqlstate(exc),
             correlation_id(request),
         )
-        return _response(request, ApiError(503, "database unavailable; retry later"))
+        return _response(request, error)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -136,11 +220,15 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(_allowed_methods(request))
         return _response(request, ApiError(exc.status_code, message, headers=headers))
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
+    async def on_unexpected(
+        request: Request, exc: Exception, *, traceback: bool = False
+    ) -> Response:
         """The 500 fallback. Starlette runs it outside all middleware, so it adds the
-        correlation id itself; the server still logs the traceback after it."""
+        correlation id itself; the server still logs the traceback after it (``traceback``:
+        this handler logs it, for exceptions a more specific handler passed on)."""
         cid = correlation_id(request)
-        logger.error("unhandled {} (correlation id {})", type(exc).__name__, cid)
+        log = logger.opt(exception=exc) if traceback else logger
+        log.error("unhandled {} (correlation id {})", type(exc).__name__, cid)
         return JSONResponse(
             error_body("internal server error", cid),
             status_code=500,
@@ -155,6 +243,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def _sqlstate(exc: Exception) -> str:
+    """``, SQLSTATE xxxxx`` when the driver named one (never the message: it may quote data)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else None
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    cause = exc.__cause__
+    if code is None and isinstance(exc, CommitUncertain) and isinstance(cause, Exception):
+        return _sqlstate(cause)
+    return f", {code}" if isinstance(code, str) else ""
 
 
 def _allowed_methods(request: Request) -> list[str]:

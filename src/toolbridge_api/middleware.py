@@ -3,11 +3,17 @@
 - :class:`CorrelationIdMiddleware`: every request gets a correlation id (the client's
   ``X-Correlation-ID`` if sane, else a new one) in ``request.state.correlation_id``, and every
   response carries it back;
+- :class:`AccessLogMiddleware`: one INFO line per request (method, path without its query
+  string, status, time, correlation id): a token sent as ``?access_token=`` never reaches a
+  log;
+- :class:`HeaderLimitMiddleware`: more request headers than the limit (or more header bytes,
+  under a server that does not bound them itself) is a 431;
 - :class:`DeferredHeadersMiddleware`: headers a dependency settled before the outcome was
   known (the rate limit's, :func:`defer_headers`) go on whatever response follows, the
   route's or an error's;
 - :class:`BodyLimitMiddleware`: a request body larger than the limit is a 413 before any
-  route runs, whether or not it announced its length.
+  route runs, whether or not it announced its length; one that does not arrive in time is a
+  408.
 
 Errors raised by routes become responses in :mod:`toolbridge_api.errors` (exception handlers,
 including the 500 fallback), not here.
@@ -15,11 +21,14 @@ including the 500 fallback), not here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import uuid
 from collections.abc import Mapping
 
+from loguru import logger
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -112,6 +121,103 @@ class DeferredHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+def _error_response(status: int, message: str, scope: Scope) -> list[Message]:
+    """The ASGI messages of an error answer in the contract's shape."""
+    body = json.dumps(error_body(message, scope_correlation_id(scope))).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class AccessLogMiddleware:
+    """Logs each request once it is answered: client, method, path, status, duration and
+    correlation id. The query string is never logged (``?…`` marks that there was one): it
+    may carry a token (``?access_token=``) or other secrets. A request that ends in an
+    unhandled exception is logged with status 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            client = scope.get("client")
+            logger.info(
+                '{} - "{} {}{} HTTP/{}" {} {:.1f} ms (correlation id {})',
+                f"{client[0]}:{client[1]}" if client else "-",
+                scope["method"],
+                _printable(scope.get("path", "")),
+                "?…" if scope.get("query_string") else "",
+                scope.get("http_version", "1.1"),
+                status,
+                (time.perf_counter() - started) * 1000,
+                scope_correlation_id(scope) or "-",
+            )
+
+
+def _printable(path: str, limit: int = 300) -> str:
+    """A path as a log can show it: control characters escaped, long paths cut."""
+    shown = path.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= limit else shown[:limit] + "…"
+
+
+class HeaderLimitMiddleware:
+    """Refuses a request with more than ``max_header_count`` headers, or more than
+    ``max_header_bytes`` of request line and headers, with a 431. ``toolbridge-api serve``
+    refuses oversized headers before they are even buffered
+    (:mod:`toolbridge_api.serving`); this check holds under any other server too."""
+
+    def __init__(self, app: ASGIApp, *, max_header_count: int, max_header_bytes: int) -> None:
+        self.app = app
+        self.max_header_count = max_header_count
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers", [])
+        message = None
+        if len(headers) > self.max_header_count:
+            message = (
+                f"too many request headers: {len(headers)}, the limit is {self.max_header_count}"
+            )
+        else:
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+            size += sum(len(name) + len(value) + 4 for name, value in headers)
+            if size > self.max_header_bytes:
+                message = (
+                    f"request headers too large: the request line and headers may have at "
+                    f"most {self.max_header_bytes} bytes"
+                )
+        if message is None:
+            await self.app(scope, receive, send)
+            return
+        for answer in _error_response(431, message, scope):
+            await send(answer)
+
+
 class BodyLimitMiddleware:
     """Buffers request bodies up to ``max_body_bytes`` before the app runs.
 
@@ -120,17 +226,26 @@ class BodyLimitMiddleware:
     all, as a cut body could still parse and be written although the client gave up.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, body_timeout_seconds: float = 30.0
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_seconds = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read_body(scope, receive)
+            async with asyncio.timeout(self.body_timeout_seconds):
+                body = await self._read_body(scope, receive)
         except _ClientGone:
+            return
+        except TimeoutError:
+            message = f"request body not received within {self.body_timeout_seconds:g} s"
+            for answer in _error_response(408, message, scope):
+                await send(answer)
             return
         if body is None:
             await self._too_large(scope, send)
@@ -159,18 +274,8 @@ class BodyLimitMiddleware:
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         message = f"request body too large: the limit is {self.max_body_bytes} bytes"
-        body = json.dumps(error_body(message, scope_correlation_id(scope))).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        for answer in _error_response(413, message, scope):
+            await send(answer)
 
 
 class _ClientGone(Exception):

@@ -39,7 +39,7 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 # The drivers log every statement at DEBUG; the log capture of every test would format them all.
 for _name in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
     logging.getLogger(_name).setLevel(logging.INFO)
-_TABLES = ("entity_rows", "sync_sessions", "user_epochs")
+_TABLES = ("entity_rows", "sync_sessions", "user_epochs", "idempotency_keys")
 
 
 def services_required() -> bool:
@@ -102,8 +102,11 @@ async def _empty_tables(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One SQLite file for the session; tests empty its tables (``database_url``)."""
-    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'api.db'}"
+    """One SQLite file for the session; tests empty its tables (``database_url``). Created
+    0600, as the API creates its own (else the API warns that others may read it)."""
+    path = tmp_path_factory.mktemp("sqlite") / "api.db"
+    path.touch(mode=0o600)
+    return f"sqlite+aiosqlite:///{path}"
 
 
 def _empty_sqlite(url: str) -> None:

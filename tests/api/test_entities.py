@@ -552,14 +552,24 @@ async def test_comment_and_message_parents_must_be_live(alice: User) -> None:
         assert ok.status_code == 201, ok.text
     message = await alice.create("chat_messages", {"chatUid": chat["uid"].upper()})
     missing = str(uuid.uuid4())
+    # A parent that is not there is a 404 naming it (ADR 0004); a malformed reference a 400.
     for entity, body, wording in (
         ("comments", {"parentType": "note", "parentUid": missing}, f"note not found: {missing}"),
         ("comments", {"parentType": "task", "parentUid": note["uid"]}, "task not found"),
+        ("chat_messages", {"chatUid": missing}, f"chat not found: {missing}"),
+    ):
+        response = await alice.request("POST", f"/v1/{entity}", json=body)
+        assert response.status_code == 404, (entity, body)
+        error = response.json()
+        assert error["error"].startswith(f"parent {wording}")
+        parent_type = body.get("parentType", "chat")
+        parent_uid = body.get("parentUid") or body["chatUid"]
+        assert error["parent"] == {"type": parent_type, "uid": parent_uid}
+    for entity, body, wording in (
         ("comments", {"parentType": "user", "parentUid": note["uid"]}, "invalid parent_type"),
         ("comments", {"parentUid": note["uid"]}, "missing parentType"),
         ("comments", {"parentType": "note"}, "missing parentUid"),
         ("comments", {"parentType": "note", "parentUid": "x"}, "invalid parentUid"),
-        ("chat_messages", {"chatUid": missing}, f"chat not found: {missing}"),
         ("chat_messages", {}, "missing chatUid"),
         ("chat_messages", {"chatUid": "nope"}, "invalid chatUid: nope"),
     ):
@@ -578,8 +588,8 @@ async def test_comment_and_message_parents_must_be_live(alice: User) -> None:
         ("POST", f"/v1/chat_messages/{message['uid']}/process", {"action": "mark_read"}),
     ):
         response = await alice.request(method, path, json=body)
-        assert response.status_code == 400, (method, path)
-        assert "parent chat not found" in response.json()["error"]
+        assert response.status_code == 404, (method, path)
+        assert response.json()["error"].startswith(f"parent chat not found: {chat['uid']}")
     assert (await alice.request("GET", f"/v1/chat_messages/{message['uid']}")).json() == message
     deleted = await alice.request("DELETE", f"/v1/chat_messages/{message['uid']}")
     assert deleted.status_code == 200
@@ -591,7 +601,8 @@ async def test_parents_are_the_callers_own(api: Api, alice: User) -> None:
     response = await alice.request(
         "POST", "/v1/comments", json={"parentType": "note", "parentUid": bobs_note["uid"]}
     )
-    assert response.status_code == 400
+    assert response.status_code == 404
+    assert response.json()["error"].startswith(f"parent note not found: {bobs_note['uid']}")
 
 
 async def test_deleting_a_task_list_clears_its_tasks_list_uid(alice: User) -> None:

@@ -57,7 +57,7 @@ async def _attack(owner: User, attacker: User, entity: str, action: str) -> None
         )
         child = {key: uid, "parentType": "note"}
         refused = await attacker.request("POST", f"/v1/{child_entity}", json=child)
-        assert refused.status_code == 400
+        assert refused.status_code == 404
 
     wiped = await attacker.http.post(
         "/v1/sync/wipe", json={"confirm": "WIPE"}, headers={**attacker.headers, **attacker.sync}

@@ -412,8 +412,10 @@ async def test_an_unreachable_database_is_a_503_on_data_routes(api: Api) -> None
             assert response.status_code == 503, response.text
             assert response.json() == {
                 "error": "database unavailable; retry later",
+                "database": "unavailable",
                 "correlation_id": "c-503",
             }
+            assert response.headers["Retry-After"] == "2"
     finally:
         await store.engine.dispose()
         store.engine = working

@@ -98,3 +98,23 @@ class UserEpoch(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     last_wipe_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_wipe_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class IdempotencyRecord(Base):
+    """The outcome of a write sent with an ``Idempotency-Key``: a retry with the same key
+    (same tenant and user) gets this result instead of writing again. ``fingerprint`` is a
+    hash of the request (method, path, If-Match, body), so a key reused for another request
+    is recognised; ``response`` is the item as answered. Written in the write's own
+    transaction, so a key is remembered exactly when its write was applied."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index(None, "expires_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from loguru import logger
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -19,25 +22,80 @@ HEAD = "head"
 _MIGRATION_LOCK = 0x7B5C_A9E1  # PostgreSQL advisory lock: one migrator at a time
 
 
-def create_engine(database_url: str) -> AsyncEngine:
-    """An async engine; a SQLite file gets its folder created, WAL and a busy timeout so
-    concurrent writers wait instead of failing."""
+DEFAULT_TIMEOUT_SECONDS = 5.0
+"""How long a connection, a lock or SQLite's busy wait may take (``database_timeout_seconds``)."""
+
+_DRIVER_LOGGERS = ("aiosqlite",)
+"""Drivers that log each call at DEBUG with its SQL parameters (aiosqlite: every statement)."""
+
+
+def create_engine(
+    database_url: str,
+    *,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    log_parameters: bool = False,
+) -> AsyncEngine:
+    """An async engine whose waits are bounded by ``timeout_seconds``: the pool checkout, and
+    PostgreSQL's connect and lock waits (SQLite's busy timeout, for readers; writers get the
+    remainder of their own deadline, :meth:`Store.writing`).
+
+    SQL parameters (user payloads, session ids) never reach a log line or an error message
+    unless ``log_parameters``. A SQLite file gets its folder created (0700) and is created
+    0600 (its ``-wal`` and ``-shm`` files inherit that), WAL mode and a busy timeout."""
     url = make_url(database_url)
+    if not log_parameters:
+        for name in _DRIVER_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
+    timeout_ms = max(1, round(timeout_seconds * 1000))
+    common: dict[str, Any] = {
+        "hide_parameters": not log_parameters,
+        "pool_timeout": timeout_seconds,
+    }
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-    if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+        return create_async_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=10,
+            connect_args={
+                "timeout": timeout_seconds,
+                "server_settings": {"lock_timeout": str(timeout_ms)},
+            },
+            **common,
+        )
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        _create_private_file(Path(url.database).expanduser())
+    engine = create_async_engine(url, **common)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={timeout_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     return engine
+
+
+def _create_private_file(path: Path) -> None:
+    """The database file, created empty with mode 0600 (and its folder 0700) if missing, so
+    SQLite never creates it world-readable; SQLite gives ``-wal`` and ``-shm`` the main file's
+    mode. An existing file readable by others is left as the operator made it, with a
+    warning."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            logger.warning(
+                "database file {} has mode {:o}: other users may read it (chmod 600 {})",
+                path,
+                mode,
+                path,
+            )
 
 
 def _config() -> Config:
@@ -54,6 +112,9 @@ def head_revision() -> str | None:
 
 def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
+        # A migration may rewrite big tables and wait for other migrators: no request limits.
+        connection.execute(text("SET LOCAL lock_timeout = 0"))
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     if revision == HEAD and _current(connection) == head_revision():
         return

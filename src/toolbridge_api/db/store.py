@@ -18,11 +18,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, literal, select, text, tuple_, update
+from loguru import logger
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from toolbridge_api.db.models import EntityRow
-from toolbridge_api.entities import Entity, Incoming, InvalidItem, Parent, canonical_uid, parent_of
+from toolbridge_api.db.models import EntityRow, IdempotencyRecord
+from toolbridge_api.db.schema import DEFAULT_TIMEOUT_SECONDS
+from toolbridge_api.entities import (
+    MAX_PAYLOAD_DEPTH,
+    Entity,
+    Incoming,
+    InvalidItem,
+    Parent,
+    canonical_uid,
+    json_depth,
+    parent_of,
+)
 from toolbridge_api.security import Principal
 from toolbridge_common.contract import format_ms, stamp_payload
 
@@ -63,7 +86,51 @@ class VersionMismatch(StoreError):
 
 
 class Refused(StoreError):
-    """The item cannot be stored as sent (its parent is missing, deleted or malformed)."""
+    """The item cannot be stored as sent (its parent reference is malformed, or it would be
+    nested too deep)."""
+
+
+class ParentMissing(Refused):
+    """The parent the item names is not a live item of the caller's."""
+
+    def __init__(self, parent: Parent) -> None:
+        super().__init__(
+            f"parent {parent.label} not found: {parent.uid} (it must be a live"
+            f" {parent.label} of yours)"
+        )
+        self.parent = parent
+
+
+class KeyReused(StoreError):
+    """An ``Idempotency-Key`` already used (and remembered) for a different request."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key} was already used for a different request")
+        self.key = key
+
+
+class DatabaseBusy(Exception):
+    """A write did not get its turn (SQLite's write lock, a writer queue) within the database
+    timeout; nothing was written."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"the write waited {waited:.1f} s for its turn and was not applied")
+        self.waited = waited
+
+
+class CommitUncertain(Exception):
+    """The database failed while committing: the write may or may not have been applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Once:
+    """An ``Idempotency-Key`` sent with a write: ``fingerprint`` identifies the request (a
+    retry must send the same one), ``status`` is what the route answers on success."""
+
+    key: str
+    fingerprint: str
+    status: int
+    ttl: timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +144,15 @@ class Item:
     @property
     def deleted(self) -> bool:
         return self.deleted_ms is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A REST write's outcome: the item as stored, and whether it is the remembered result of
+    an earlier request with the same ``Idempotency-Key`` (nothing was written this time)."""
+
+    item: Item
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +191,26 @@ def _item(row: Any) -> Item:
     return Item(row.uid, row.version, row.updated_at_ms, row.deleted_at_ms, dict(row.payload))
 
 
+def _item_record(item: Item) -> dict[str, Any]:
+    return {
+        "uid": item.uid,
+        "version": item.version,
+        "updated_ms": item.updated_ms,
+        "deleted_ms": item.deleted_ms,
+        "payload": item.payload,
+    }
+
+
+def _record_item(record: dict[str, Any]) -> Item:
+    return Item(
+        record["uid"],
+        record["version"],
+        record["updated_ms"],
+        record["deleted_ms"],
+        dict(record["payload"]),
+    )
+
+
 def _owned(principal: Principal, entity: str) -> ColumnElement[bool]:
     return and_(
         EntityRow.tenant_id == principal.tenant_id,
@@ -134,8 +230,11 @@ class Store:
     """Rows on one async engine (SQLite or PostgreSQL); sessions and epochs are in
     :mod:`toolbridge_api.db.sync_state`, on the same engine and writer queue."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> None:
         self.engine = engine
+        self.timeout_seconds = timeout_seconds
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     def writing(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
@@ -144,18 +243,69 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction. SQLite allows one writer at a time and makes the others poll
-        with growing sleeps, so this process queues its own writers instead; the busy
-        timeout still covers writers in other processes. ``BEGIN IMMEDIATE`` takes SQLite's
+        """A write transaction that waits at most ``timeout_seconds`` for its turn, then
+        raises :class:`DatabaseBusy` (or the driver's lock timeout), having written nothing.
+
+        SQLite allows one writer at a time and makes the others poll with growing sleeps, so
+        this process queues its own writers instead; the busy timeout (the rest of the
+        deadline) covers writers in other processes. ``BEGIN IMMEDIATE`` takes SQLite's
         write lock before the first read, so what a transaction reads stays true until it
-        commits, also against writers in other processes."""
+        commits, also against writers in other processes. On PostgreSQL the transaction's
+        ``lock_timeout`` is the rest of the deadline (the per-user lock, row locks).
+
+        A failure while committing is :class:`CommitUncertain`: the write may have been
+        applied, so the caller must not be told it was not."""
+        deadline = time.monotonic() + self.timeout_seconds
         if self._write_lock is None:
-            async with self.engine.begin() as conn:
+            async with self._transaction() as conn:
+                remaining = self._remaining_ms(deadline)
+                await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {remaining}")
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            yield conn
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await self._write_lock.acquire()
+        except TimeoutError:
+            raise DatabaseBusy(self.timeout_seconds) from None
+        try:
+            async with self._transaction(begin="BEGIN IMMEDIATE", deadline=deadline) as conn:
+                yield conn
+        finally:
+            self._write_lock.release()
+
+    def _remaining_ms(self, deadline: float) -> int:
+        """Milliseconds left before ``deadline``; :class:`DatabaseBusy` when none are."""
+        remaining = round((deadline - time.monotonic()) * 1000)
+        if remaining < 1:
+            raise DatabaseBusy(self.timeout_seconds)
+        return remaining
+
+    @contextlib.asynccontextmanager
+    async def _transaction(
+        self, *, begin: str | None = None, deadline: float | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        """A transaction that is rolled back on any error and whose commit failing is
+        :class:`CommitUncertain`. SQLite: ``begin`` starts it after setting the busy
+        timeout to what is left before ``deadline``."""
+        async with self.engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                if begin is not None:
+                    assert deadline is not None
+                    remaining = self._remaining_ms(deadline)
+                    await conn.exec_driver_sql(f"PRAGMA busy_timeout = {remaining}")
+                    await conn.exec_driver_sql(begin)
+                yield conn
+            except BaseException:
+                try:
+                    await transaction.rollback()
+                except Exception as rollback_error:  # the connection is gone: nothing committed
+                    logger.debug("rollback failed ({})", type(rollback_error).__name__)
+                raise
+            try:
+                await transaction.commit()
+            except (DBAPIError, OSError) as exc:
+                raise CommitUncertain(type(exc).__name__) from exc
 
     @contextlib.asynccontextmanager
     async def _user_writing(self, principal: Principal) -> AsyncIterator[AsyncConnection]:
@@ -238,7 +388,8 @@ class Store:
         *,
         create: bool = False,
         expected_version: int | None = None,
-    ) -> Item:
+        once: Once | None = None,
+    ) -> Written:
         """A REST write, as the original's mutation engine does it, in one transaction.
 
         ``change`` computes the new payload from the current one (``{}`` when creating);
@@ -248,41 +399,120 @@ class Store:
         If-Match (:class:`VersionMismatch`). The item's time is now, or one millisecond
         after its previous time if the clock has not passed that; its version grows by one;
         the payload is stamped with ``uid``, ``updatedTs`` and ``sync``. A comment's or a
-        message's parent must be a live item of this user (:class:`Refused`).
+        message's parent must be a live item of this user (:class:`ParentMissing`); the
+        stored payload may be nested at most ``MAX_PAYLOAD_DEPTH`` deep (:class:`Refused`).
+
+        With ``once`` (an ``Idempotency-Key``), a key this user already used returns the
+        remembered item without writing (:class:`KeyReused` if it was used for another
+        request); otherwise the outcome is remembered in the same transaction, so the key
+        is remembered exactly when the write is applied.
         """
         async with self._user_writing(principal) as conn:
-            current = await self._current(conn, principal, kind.name, uid)
-            if not create:
-                if current is None:
-                    raise NotFound(f"{kind.label} not found: {uid}")
-                if current.deleted_ms is not None:
-                    raise Gone(current.deleted_ms)
-            old = {} if current is None else current.payload
-            payload = old if change is None else change(old)
-            if current is not None and expected_version not in (None, current.version):
-                assert expected_version is not None
-                raise VersionMismatch(expected_version, current.version)
-            if payload is None:
-                assert current is not None
-                return current
-            if change is not None:
-                await self._check_parent(conn, principal, kind, payload)
-            now = now_ms()
-            updated_ms = now if current is None else max(now, current.updated_ms + 1)
-            version = 1 if current is None else current.version + 1
-            deleted_ms = updated_ms if change is None else None
-            stamped = stamp_payload(
-                payload,
-                uid=_payload_uid(payload, uid),
-                updated_ms=updated_ms,
-                version=version,
-                deleted_ms=deleted_ms,
+            if once is not None:
+                remembered = await self._remembered(conn, principal, once)
+                if remembered is not None:
+                    return Written(remembered, replayed=True)
+            item = await self._write(conn, principal, kind, uid, change, create, expected_version)
+            if once is not None:
+                await self._remember(conn, principal, once, item)
+        return Written(item)
+
+    async def _write(
+        self,
+        conn: AsyncConnection,
+        principal: Principal,
+        kind: Entity,
+        uid: str,
+        change: Change | None,
+        create: bool,
+        expected_version: int | None,
+    ) -> Item:
+        current = await self._current(conn, principal, kind.name, uid)
+        if not create:
+            if current is None:
+                raise NotFound(f"{kind.label} not found: {uid}")
+            if current.deleted_ms is not None:
+                raise Gone(current.deleted_ms)
+        old = {} if current is None else current.payload
+        payload = old if change is None else change(old)
+        if current is not None and expected_version not in (None, current.version):
+            assert expected_version is not None
+            raise VersionMismatch(expected_version, current.version)
+        if payload is None:
+            assert current is not None
+            return current
+        if change is not None:
+            await self._check_parent(conn, principal, kind, payload)
+        now = now_ms()
+        updated_ms = now if current is None else max(now, current.updated_ms + 1)
+        version = 1 if current is None else current.version + 1
+        deleted_ms = updated_ms if change is None else None
+        stamped = stamp_payload(
+            payload,
+            uid=_payload_uid(payload, uid),
+            updated_ms=updated_ms,
+            version=version,
+            deleted_ms=deleted_ms,
+        )
+        if json_depth(stamped) > MAX_PAYLOAD_DEPTH:
+            raise Refused(
+                f"the {kind.label} would be nested more than {MAX_PAYLOAD_DEPTH} levels deep"
+                " as stored (the payload object is level 1)"
             )
-            item = Item(uid, version, updated_ms, deleted_ms, stamped)
-            await self._store(conn, principal, kind.name, item, exists=current is not None)
-            if change is None and kind.name == "task_lists":
-                await self._orphan_tasks(conn, principal, uid)
+        item = Item(uid, version, updated_ms, deleted_ms, stamped)
+        await self._store(conn, principal, kind.name, item, exists=current is not None)
+        if change is None and kind.name == "task_lists":
+            await self._orphan_tasks(conn, principal, uid)
         return item
+
+    async def _remembered(
+        self, conn: AsyncConnection, principal: Principal, once: Once
+    ) -> Item | None:
+        """The item remembered for this key, after purging the caller's expired keys."""
+        mine = (IdempotencyRecord.tenant_id == principal.tenant_id) & (
+            IdempotencyRecord.user_id == principal.user_id
+        )
+        await conn.execute(
+            delete(IdempotencyRecord).where(mine, IdempotencyRecord.expires_at <= utcnow())
+        )
+        row = (
+            await conn.execute(
+                select(IdempotencyRecord.fingerprint, IdempotencyRecord.response).where(
+                    mine, IdempotencyRecord.idempotency_key == once.key
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        if row.fingerprint != once.fingerprint:
+            raise KeyReused(once.key)
+        return _record_item(row.response)
+
+    @staticmethod
+    async def _remember(
+        conn: AsyncConnection, principal: Principal, once: Once, item: Item
+    ) -> None:
+        now = utcnow()
+        await conn.execute(
+            insert(IdempotencyRecord).values(
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                idempotency_key=once.key,
+                fingerprint=once.fingerprint,
+                status=once.status,
+                response=_item_record(item),
+                created_at=now,
+                expires_at=now + once.ttl,
+            )
+        )
+
+    async def purge_idempotency_keys(self) -> int:
+        """Forgets every expired idempotency key (each user's are also purged as they write)."""
+        async with self._writing() as conn:
+            result = await conn.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= utcnow())
+            )
+        return int(result.rowcount)
 
     async def _check_parent(
         self, conn: AsyncConnection, principal: Principal, kind: Entity, payload: dict[str, Any]
@@ -295,10 +525,7 @@ class Store:
             keys = ref.key if ref.type_key is None else f"{ref.type_key} and {ref.key}"
             raise Refused(f"{invalid}: a {kind.label} needs {keys} naming a live item") from None
         if parent is not None and not await self._live(conn, principal, parent):
-            raise Refused(
-                f"parent {parent.label} not found: {parent.uid} (it must be a live"
-                f" {parent.label} of yours)"
-            )
+            raise ParentMissing(parent)
 
     async def _live(self, conn: AsyncConnection, principal: Principal, parent: Parent) -> bool:
         row = await conn.execute(

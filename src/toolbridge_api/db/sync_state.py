@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from toolbridge_api.db.models import EntityRow, SyncSession, UserEpoch
+from toolbridge_api.db.models import EntityRow, IdempotencyRecord, SyncSession, UserEpoch
 from toolbridge_api.db.store import Store, utcnow
 from toolbridge_api.security import Principal
 from toolbridge_common.contract import ENTITIES
@@ -193,7 +193,8 @@ class SyncState:
 
     async def wipe(self, principal: Principal) -> Wiped:
         """In one transaction: bumps the caller's epoch and records the wipe, deletes all
-        their items for good and ends all their sessions (the caller's too)."""
+        their items and remembered idempotency keys for good and ends all their sessions (the
+        caller's too)."""
         owned = (EntityRow.tenant_id == principal.tenant_id) & (
             EntityRow.user_id == principal.user_id
         )
@@ -210,6 +211,13 @@ class SyncState:
                 )
                 deleted[entity.table] = int(result.rowcount)
             await conn.execute(delete(EntityRow).where(owned))  # any entity no longer served
+            # A remembered write would otherwise answer a retry with an item that is gone.
+            await conn.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.tenant_id == principal.tenant_id,
+                    IdempotencyRecord.user_id == principal.user_id,
+                )
+            )
             await conn.execute(
                 delete(SyncSession).where(
                     SyncSession.tenant_id == principal.tenant_id,

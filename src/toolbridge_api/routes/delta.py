@@ -39,7 +39,7 @@ def delta_router(kind: Entity) -> APIRouter:
     router = APIRouter(
         prefix=kind.sync_path,
         tags=["sync"],
-        responses=error_responses(400, 401, 403, 409, 413, 428, 429, 503),
+        responses=error_responses(400, 401, 403, 408, 409, 413, 428, 429, 431, 503),
     )
 
     @router.post(
@@ -54,7 +54,11 @@ def delta_router(kind: Entity) -> APIRouter:
         than the stored one's; an older or equal one changes nothing and its ack shows the
         server's version and time. ``sync.isDeleted: true`` makes a tombstone, a newer live
         push brings it back. Refused items get an ack with ``error``; the rest still apply."""
-        items = checked_json(body.items or [], "body.items")
+        items = body.items or []
+        for index, item in enumerate(items):
+            # Each item is measured as it is stored (as REST writes and pulls show it), not
+            # one level down inside the body, so what was pulled can be pushed back.
+            checked_json(item, f"body.items[{index}]")
         results = await store.push(caller, kind, [_read(kind, item) for item in items])
         acks = []
         for result in results:

@@ -4,10 +4,13 @@ the REST routes with the original API's semantics (docs/adr/0004-original-contra
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -15,8 +18,18 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import Field, ValidationError, create_model
 from pydantic_core import to_json
 
-from toolbridge_api.db.store import Gone, Item, NotFound, Refused, VersionMismatch
-from toolbridge_api.entities import Entity, canonical_uid
+from toolbridge_api.db.store import (
+    Gone,
+    Item,
+    KeyReused,
+    NotFound,
+    Once,
+    ParentMissing,
+    Refused,
+    VersionMismatch,
+    Written,
+)
+from toolbridge_api.entities import MAX_PAYLOAD_DEPTH, Entity, canonical_uid
 from toolbridge_api.errors import ApiError
 from toolbridge_api.routes.context import StoreDep, SyncedCaller
 from toolbridge_api.routes.models import ItemOut, ItemPage, ProcessIn, error_responses
@@ -30,7 +43,6 @@ from toolbridge_common.contract import (
 
 DEFAULT_LIMIT = DEFAULT_LIST_LIMIT
 MAX_LIMIT = MAX_LIST_LIMIT
-MAX_PAYLOAD_DEPTH = 64
 IGNORED_PATCH_KEYS = frozenset({"uid", "sync"})
 """Top-level keys a PATCH cannot change (the server owns them), as in the original."""
 
@@ -62,6 +74,20 @@ IfMatch = Annotated[
     Header(
         description="Only change the item if its version is this one (else 412); * is any.",
         pattern=r'^(\*|(W/)?"?[0-9]{1,18}"?)$',
+    ),
+]
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=IDEMPOTENCY_KEY_HEADER,
+        description="Makes a retried write safe: the first request with this key is applied "
+        "and its result remembered (24 h by default); a repeat with the same key, method, path, "
+        "If-Match and body gets that result again (with Idempotent-Replayed: true) and writes "
+        "nothing; the key with a different request is a 422. 1-255 visible ASCII characters, "
+        "e.g. a UUID; per user.",
     ),
 ]
 Uid = uuid.UUID
@@ -202,9 +228,64 @@ def json_response(
     )
 
 
-def _answer(item: Item, status_code: int = 200) -> Response:
+def _answer(item: Item, status_code: int = 200, *, replayed: bool = False) -> Response:
     """The item as JSON with its version as ETag."""
-    return json_response(item_json(item), status_code, {"ETag": f'"{item.version}"'})
+    headers = {"ETag": f'"{item.version}"'}
+    if replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return json_response(item_json(item), status_code, headers)
+
+
+def _answer_written(written: Written, status_code: int = 200) -> Response:
+    """A write's item; a remembered one (same Idempotency-Key) says so in a header."""
+    return _answer(written.item, status_code, replayed=written.replayed)
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """The key of an ``Idempotency-Key`` header (a quoted string's content, as the IETF draft
+    sends it, or the bare value); 400 if it is not 1-255 visible ASCII characters."""
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    if not _IDEMPOTENCY_KEY.fullmatch(text):
+        raise ApiError(
+            400,
+            f"{IDEMPOTENCY_KEY_HEADER} must be 1-255 visible ASCII characters (e.g. a UUID)",
+        )
+    return text
+
+
+def _fingerprint(operation: str, if_match: str | None, raw: bytes) -> str:
+    """What identifies a request for its Idempotency-Key: the operation (route and uid), the
+    If-Match value and the body (as canonical JSON when it is JSON, else its bytes)."""
+    try:
+        body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        body = raw
+    digest = hashlib.sha256()
+    for part in (operation.encode(), (if_match or "").strip().encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def once(
+    request: Request,
+    key: str | None,
+    operation: str,
+    status: int,
+    *,
+    if_match: str | None = None,
+    raw: bytes = b"",
+) -> Once | None:
+    """The store's :class:`Once` for a write carrying ``Idempotency-Key`` (None without)."""
+    parsed = parse_idempotency_key(key)
+    if parsed is None:
+        return None
+    ttl = timedelta(seconds=request.app.state.settings.idempotency_key_ttl_seconds)
+    return Once(parsed, _fingerprint(operation, if_match, raw), status, ttl)
 
 
 def _gone(kind: Entity, uid: str, deleted_ms: int, *, already: bool = False) -> ApiError:
@@ -231,8 +312,17 @@ def _answers(kind: Entity, uid: str, *, deleting: bool = False) -> Iterator[None
             f" {mismatch.current}",
             extra={"version": mismatch.current},
         ) from None
+    except ParentMissing as missing:
+        parent = {"type": missing.parent.label, "uid": missing.parent.uid}
+        raise ApiError(404, str(missing), extra={"parent": parent}) from None
     except Refused as refused:
         raise ApiError(400, str(refused)) from None
+    except KeyReused as reused:
+        raise ApiError(
+            422,
+            f"{IDEMPOTENCY_KEY_HEADER} {reused.key[:64]} was already used for a different request"
+            " (another route, item, If-Match or body): send a new key for a new request",
+        ) from None
 
 
 def _client_uid(body: dict[str, Any]) -> str:
@@ -268,7 +358,9 @@ def entity_router(kind: Entity) -> APIRouter:
     router = APIRouter(
         prefix=kind.path,
         tags=[name],
-        responses=error_responses(400, 401, 403, 404, 409, 410, 412, 413, 428, 429, 503),
+        responses=error_responses(
+            400, 401, 403, 404, 408, 409, 410, 412, 413, 422, 428, 429, 431, 503
+        ),
     )
     valid_actions = ", ".join(kind.actions)
 
@@ -303,12 +395,23 @@ def entity_router(kind: Entity) -> APIRouter:
         summary=f"Create {name} (a client uid is kept; an existing uid is updated)",
         openapi_extra=_json_body(_OBJECT_SCHEMA, "The item's payload: a JSON object."),
     )
-    async def create_item(caller: SyncedCaller, store: StoreDep, request: Request) -> Response:
-        body = read_object(await request.body())
+    async def create_item(
+        caller: SyncedCaller,
+        store: StoreDep,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        """With ``Idempotency-Key``, a retry of this create (say after a timeout) gets the
+        first result instead of creating a second item when the server chose the uid."""
+        raw = await request.body()
+        body = read_object(raw)
         uid = _client_uid(body)
+        key = once(request, idempotency_key, f"create {name}", 201, raw=raw)
         with _answers(kind, uid):
-            item = await store.write_item(caller, kind, uid, lambda _old: body, create=True)
-        return _answer(item, 201)
+            written = await store.write_item(
+                caller, kind, uid, lambda _old: body, create=True, once=key
+            )
+        return _answer_written(written, 201)
 
     @router.get(
         "/{uid}", response_model=ItemOut, operation_id=f"get_{name}", summary=f"Get one of {name}"
@@ -334,19 +437,27 @@ def entity_router(kind: Entity) -> APIRouter:
         openapi_extra=_json_body(_OBJECT_SCHEMA, "The item's new payload: a JSON object."),
     )
     async def replace_item(
-        caller: SyncedCaller, store: StoreDep, uid: Uid, request: Request, if_match: IfMatch = None
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: Uid,
+        request: Request,
+        if_match: IfMatch = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response:
         expected = parse_if_match(if_match)
         raw = await request.body()
+        key = once(
+            request, idempotency_key, f"replace {name} {uid}", 200, if_match=if_match, raw=raw
+        )
 
         def replaced(_old: dict[str, Any]) -> dict[str, Any]:
             return {**read_object(raw), "uid": str(uid)}
 
         with _answers(kind, str(uid)):
-            item = await store.write_item(
-                caller, kind, str(uid), replaced, expected_version=expected
+            written = await store.write_item(
+                caller, kind, str(uid), replaced, expected_version=expected, once=key
             )
-        return _answer(item)
+        return _answer_written(written)
 
     @router.patch(
         "/{uid}",
@@ -360,10 +471,16 @@ def entity_router(kind: Entity) -> APIRouter:
         ),
     )
     async def patch_item(
-        caller: SyncedCaller, store: StoreDep, uid: Uid, request: Request, if_match: IfMatch = None
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: Uid,
+        request: Request,
+        if_match: IfMatch = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response:
         expected = parse_if_match(if_match)
         raw = await request.body()
+        key = once(request, idempotency_key, f"patch {name} {uid}", 200, if_match=if_match, raw=raw)
 
         def merged(old: dict[str, Any]) -> dict[str, Any] | None:
             changes = {
@@ -374,8 +491,10 @@ def entity_router(kind: Entity) -> APIRouter:
             return {**old, **changes} if changes else None
 
         with _answers(kind, str(uid)):
-            item = await store.write_item(caller, kind, str(uid), merged, expected_version=expected)
-        return _answer(item)
+            written = await store.write_item(
+                caller, kind, str(uid), merged, expected_version=expected, once=key
+            )
+        return _answer_written(written)
 
     @router.delete(
         "/{uid}",
@@ -384,12 +503,22 @@ def entity_router(kind: Entity) -> APIRouter:
         summary=f"Soft-delete one of {name}",
     )
     async def delete_item(
-        caller: SyncedCaller, store: StoreDep, uid: Uid, if_match: IfMatch = None
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: Uid,
+        request: Request,
+        if_match: IfMatch = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response:
+        """A second delete is 410; with the first one's ``Idempotency-Key`` it gets the
+        first delete's answer again."""
         expected = parse_if_match(if_match)
+        key = once(request, idempotency_key, f"delete {name} {uid}", 200, if_match=if_match)
         with _answers(kind, str(uid), deleting=True):
-            item = await store.write_item(caller, kind, str(uid), None, expected_version=expected)
-        return _answer(item)
+            written = await store.write_item(
+                caller, kind, str(uid), None, expected_version=expected, once=key
+            )
+        return _answer_written(written)
 
     @router.post(
         "/{uid}/archive",
@@ -397,10 +526,17 @@ def entity_router(kind: Entity) -> APIRouter:
         operation_id=f"archive_{name}",
         summary=f"Archive one of {name}: {kind.archive.about}",
     )
-    async def archive_item(caller: SyncedCaller, store: StoreDep, uid: Uid) -> Response:
+    async def archive_item(
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: Uid,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        key = once(request, idempotency_key, f"archive {name} {uid}", 200)
         with _answers(kind, str(uid)):
-            item = await store.write_item(caller, kind, str(uid), kind.archive.apply)
-        return _answer(item)
+            written = await store.write_item(caller, kind, str(uid), kind.archive.apply, once=key)
+        return _answer_written(written)
 
     @router.post(
         "/{uid}/process",
@@ -410,9 +546,14 @@ def entity_router(kind: Entity) -> APIRouter:
         openapi_extra=_json_body(_process_schema(kind), "The action and optional metadata."),
     )
     async def process_item(
-        caller: SyncedCaller, store: StoreDep, uid: Uid, request: Request
+        caller: SyncedCaller,
+        store: StoreDep,
+        uid: Uid,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response:
         raw = await request.body()
+        key = once(request, idempotency_key, f"process {name} {uid}", 200, raw=raw)
         early = None if name in _BODY_AFTER_LOOKUP else read_process(raw)
 
         def processed(old: dict[str, Any]) -> dict[str, Any]:
@@ -430,7 +571,7 @@ def entity_router(kind: Entity) -> APIRouter:
             return result
 
         with _answers(kind, str(uid)):
-            item = await store.write_item(caller, kind, str(uid), processed)
-        return _answer(item)
+            written = await store.write_item(caller, kind, str(uid), processed, once=key)
+        return _answer_written(written)
 
     return router

@@ -25,14 +25,19 @@ _ERROR_MEANINGS = {
     400: "Malformed request: bad JSON, wrong types, bad UUID, cursor, limit or header.",
     401: "Missing or invalid access token (or tenant headers).",
     403: "Authenticated, but not allowed (e.g. someone else's sync session).",
-    404: "No such item or session for this caller.",
+    404: "No such item or session for this caller, or the parent an item names (the body's"
+    " parent field says which).",
     409: "epoch_mismatch: the caller's epoch changed (wipe); resynchronise.",
     410: "The item was deleted (GET with includeDeleted=true still shows it).",
     412: "If-Match does not name the item's current version.",
+    408: "The request's body did not arrive in time (TOOLBRIDGE_API_BODY_TIMEOUT_SECONDS).",
     413: "Request body larger than the server's limit.",
+    422: "Idempotency-Key already used for a different request: send a new key.",
     428: "Missing, unknown or expired X-Sync-Session: create one with POST /v1/sync/sessions.",
     429: "Rate limit exceeded; see Retry-After.",
-    503: "A dependency (database, identity provider keys) is unavailable.",
+    431: "Too many request headers (TOOLBRIDGE_API_MAX_HEADER_COUNT).",
+    503: "A dependency (database, identity provider keys) is unavailable or busy; see "
+    "Retry-After. Nothing was written, unless the error says the write may have been applied.",
 }
 
 

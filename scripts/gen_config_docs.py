@@ -57,18 +57,24 @@ An empty value of an optional variable (`FOO=` in a `.env` file or a Fly secret)
 How the server authenticates to the API follows from what is set (`Settings.auth_mode()`):
 **auth0** when the client-credentials block is set (client id, secret, domain or token URL,
 and an audience with a domain); **static** when only `TOOLBRIDGE_JWT_TOKEN` is set;
-**passthrough** (each MCP caller's own token) otherwise. A half-configured client-credentials
-block, a tenant id without its secret (or the reverse), or `TOOLBRIDGE_OAUTH_*` variables
-outside passthrough mode are start-up errors naming the variables — never a silent fall-back
-to another mode. See [the MCP server](mcp-server.md#auth-modes).
+**passthrough** (each MCP caller's own token, forwarded: legacy, not MCP-spec conformant) only
+with `TOOLBRIDGE_OAUTH_PASSTHROUGH=true`; **token_exchange** otherwise — per-user: callers sign
+in at `TOOLBRIDGE_OAUTH_ISSUER` and their tokens are exchanged for API tokens for
+`TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE`; with neither
+set the server starts, but every tool call says what to configure. A half-configured
+client-credentials block, a tenant id without its secret (or the reverse), half of the
+per-user settings, or `TOOLBRIDGE_OAUTH_*` variables outside the per-user modes are start-up
+errors naming the variables — never a silent fall-back to another mode. See
+[the MCP server](mcp-server.md#auth-modes).
 
 URLs that tokens travel to or are vouched for by (`TOOLBRIDGE_AUTH0_TOKEN_URL`,
-`TOOLBRIDGE_OAUTH_ISSUER`, `TOOLBRIDGE_OAUTH_JWKS_URL`, `TOOLBRIDGE_PUBLIC_URL`) must be
-`https://`, except on loopback hosts; `TOOLBRIDGE_AUTH0_DOMAIN` also accepts
-`https://host/`. `TOOLBRIDGE_OAUTH_ISSUER` is the callers' `iss` exactly (Auth0: with the
-trailing slash), and needs `TOOLBRIDGE_OAUTH_AUDIENCE`, and `TOOLBRIDGE_PUBLIC_URL` too when
-`TOOLBRIDGE_HOST` is not a loopback address. `TOOLBRIDGE_GO_API_BASE_URL` must not contain a
-user name or password.""",
+`TOOLBRIDGE_OAUTH_ISSUER`, `TOOLBRIDGE_OAUTH_JWKS_URL`, `TOOLBRIDGE_OAUTH_EXCHANGE_URL`,
+`TOOLBRIDGE_PUBLIC_URL`) must be `https://`, except on loopback hosts;
+`TOOLBRIDGE_AUTH0_DOMAIN` also accepts `https://host/`. `TOOLBRIDGE_OAUTH_ISSUER` is the
+callers' `iss` exactly (Auth0: with the trailing slash). Callers' tokens must be issued for
+this server: `TOOLBRIDGE_OAUTH_AUDIENCE`, by default its resource URL
+`{TOOLBRIDGE_PUBLIC_URL}/mcp`; `TOOLBRIDGE_PUBLIC_URL` is needed when `TOOLBRIDGE_HOST` is not
+a loopback address. `TOOLBRIDGE_GO_API_BASE_URL` must not contain a user name or password.""",
     ),
     Section(
         "ToolBridge API",
@@ -79,7 +85,10 @@ Read by `toolbridge-api serve`. Token verification needs a JWKS URL (given, or d
 `https://{domain}/`) or the development HS256 secret, and then an audience; a JWKS URL needs
 an issuer. With neither, only the development-only `X-Debug-Sub` mode can authenticate, so it
 must be switched on explicitly (`TOOLBRIDGE_API_DEBUG_SUB_ENABLED=true`), else the start fails.
-See [the API](api.md#security).""",
+Token exchange (`POST /auth/token-exchange`, RFC 8693) is on when
+`TOOLBRIDGE_API_EXCHANGE_SUBJECT_AUDIENCE` is set (the MCP server's resource URL); the API then
+signs short-lived tokens with its own key (created on first start) and accepts them next to the
+identity provider's. See [the API](api.md#security).""",
     ),
     Section(
         "Dev identity provider (development only)",

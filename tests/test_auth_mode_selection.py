@@ -17,6 +17,7 @@ from toolbridge_mcp.auth.modes import (
     OutboundAuth,
     PassthroughAuth,
     StaticTokenAuth,
+    TokenExchangeAuth,
     mode_named,
     outbound_auth,
     select_mode,
@@ -40,7 +41,8 @@ def settings(**fields: str) -> Settings:
     [
         (CREDENTIALS, ClientCredentialsAuth),
         ({"jwt_token": "static-token"}, StaticTokenAuth),
-        ({}, PassthroughAuth),
+        ({}, TokenExchangeAuth),
+        ({"oauth_passthrough": "true"}, PassthroughAuth),
         (CREDENTIALS | {"jwt_token": "static-token"}, ClientCredentialsAuth),
     ],
 )

@@ -118,7 +118,7 @@ def test_serve_flags_are_settings_the_oauth_checks_see(tmp_path: Path) -> None:
         "--host",
         "0.0.0.0",
         TOOLBRIDGE_OAUTH_ISSUER="https://issuer.example.com/",
-        TOOLBRIDGE_OAUTH_AUDIENCE=AUDIENCE,
+        TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE=AUDIENCE,
     )
     assert result.returncode == 2, result.stderr
     assert "TOOLBRIDGE_PUBLIC_URL" in result.stderr

@@ -35,7 +35,7 @@ def test_defaults_follow_the_seed() -> None:
     assert settings.auth0_client_auth_method == "client_secret_post"
     assert settings.auth0_domain is None
     assert settings.auth0_audience is None
-    assert settings.auth_mode() == "passthrough"
+    assert settings.auth_mode() == "token_exchange"
 
 
 def test_auth0_mode_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,7 +135,7 @@ def test_blank_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
         TOOLBRIDGE_AUTH0_DOMAIN="",
         TOOLBRIDGE_AUTH0_AUDIENCE="",
     )
-    assert load_settings().auth_mode() == "passthrough"
+    assert load_settings().auth_mode() == "token_exchange"
 
 
 @pytest.mark.parametrize(

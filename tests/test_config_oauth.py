@@ -1,11 +1,13 @@
-"""Settings of per-user OAuth protection (``TOOLBRIDGE_OAUTH_*``, ``TOOLBRIDGE_PUBLIC_URL``):
-defaults, and errors that name what to fix without echoing a secret."""
+"""Settings of per-user OAuth (``TOOLBRIDGE_OAUTH_*``, ``TOOLBRIDGE_PUBLIC_URL``): the token
+exchange mode by default, the legacy passthrough only when asked for, defaults, and errors that
+name what to fix without echoing a secret."""
 
 from __future__ import annotations
 
 import pytest
 
 from toolbridge_mcp.auth.modes import caller_auth_provider
+from toolbridge_mcp.auth.modes.exchange import resource_server
 from toolbridge_mcp.config import ConfigError, load_settings
 
 pytestmark = pytest.mark.usefixtures("clean_settings_env")
@@ -13,6 +15,9 @@ pytestmark = pytest.mark.usefixtures("clean_settings_env")
 SECRET = "s3cr3t-value-never-shown"
 ISSUER = "https://tenant.us.auth0.com/"
 AUDIENCE = "https://api.example"
+PER_USER = {"oauth_issuer": ISSUER, "oauth_exchange_audience": AUDIENCE}
+"""The least per-user (token exchange) configuration: who signs users in, the API's audience."""
+PASSTHROUGH = {"oauth_passthrough": "true", "oauth_issuer": ISSUER, "oauth_audience": AUDIENCE}
 
 
 def set_env(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
@@ -30,22 +35,42 @@ def config_error(monkeypatch: pytest.MonkeyPatch, **variables: str) -> str:
 def test_without_an_issuer_nothing_is_protected() -> None:
     settings = load_settings()
     assert settings.oauth_issuer is None
+    assert settings.auth_mode() == "token_exchange"
+    assert resource_server(settings) is None
     assert caller_auth_provider(settings) is None
 
 
 def test_blank_variables_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    set_env(monkeypatch, oauth_issuer=" ", oauth_jwks_url="", oauth_audience="", public_url="")
+    set_env(
+        monkeypatch,
+        oauth_issuer=" ",
+        oauth_jwks_url="",
+        oauth_audience="",
+        public_url="",
+        oauth_exchange_audience="",
+        oauth_exchange_url=" ",
+        oauth_required_scopes="",
+        oauth_exchange_client_secret="",
+    )
     settings = load_settings()
-    assert settings.auth_mode() == "passthrough"
-    assert caller_auth_provider(settings) is None
+    assert settings.auth_mode() == "token_exchange"
+    assert resource_server(settings) is None
 
 
-def test_issuer_and_audience_are_enough(monkeypatch: pytest.MonkeyPatch) -> None:
-    set_env(monkeypatch, oauth_issuer=ISSUER, oauth_audience=AUDIENCE)
+def test_issuer_and_the_apis_audience_are_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, **PER_USER)
     settings = load_settings()
-    assert settings.auth_mode() == "passthrough"
+    assert settings.auth_mode() == "token_exchange"
     assert settings.jwks_url() == "https://tenant.us.auth0.com/.well-known/jwks.json"
     assert settings.public_base_url() == "http://127.0.0.1:8001"
+    assert resource_server(settings) is not None
+    assert caller_auth_provider(settings) is None  # the passthrough's own protection
+
+
+def test_passthrough_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, **PASSTHROUGH)
+    settings = load_settings()
+    assert settings.auth_mode() == "passthrough"
     assert caller_auth_provider(settings) is not None
 
 
@@ -83,7 +108,7 @@ def test_issuer_and_audience_are_enough(monkeypatch: pytest.MonkeyPatch) -> None
 def test_derived_urls(
     monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], jwks: str, public: str
 ) -> None:
-    set_env(monkeypatch, **({"oauth_issuer": ISSUER, "oauth_audience": AUDIENCE} | variables))
+    set_env(monkeypatch, **(PER_USER | variables))
     settings = load_settings()
     assert settings.jwks_url() == jwks
     assert settings.public_base_url() == public
@@ -92,14 +117,30 @@ def test_derived_urls(
 @pytest.mark.parametrize(
     ("variables", "missing"),
     [
-        ({"oauth_issuer": ISSUER}, ["TOOLBRIDGE_OAUTH_AUDIENCE"]),
-        ({"oauth_audience": AUDIENCE}, ["TOOLBRIDGE_OAUTH_ISSUER"]),
+        ({"oauth_issuer": ISSUER}, ["TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE"]),
+        ({"oauth_exchange_audience": AUDIENCE}, ["TOOLBRIDGE_OAUTH_ISSUER"]),
         (
             {"oauth_jwks_url": "https://keys.example/certs"},
-            ["TOOLBRIDGE_OAUTH_ISSUER", "TOOLBRIDGE_OAUTH_AUDIENCE"],
+            ["TOOLBRIDGE_OAUTH_ISSUER", "TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE"],
+        ),
+        ({"oauth_required_scopes": "toolbridge"}, ["TOOLBRIDGE_OAUTH_ISSUER"]),
+        (
+            {"oauth_passthrough": "true", "oauth_issuer": ISSUER},
+            ["TOOLBRIDGE_OAUTH_AUDIENCE"],
+        ),
+        (
+            {"oauth_passthrough": "true", "oauth_audience": AUDIENCE},
+            ["TOOLBRIDGE_OAUTH_ISSUER"],
         ),
     ],
-    ids=["issuer-only", "audience-only", "jwks-only"],
+    ids=[
+        "issuer-only",
+        "audience-only",
+        "jwks-only",
+        "scopes-only",
+        "passthrough-issuer-only",
+        "passthrough-audience-only",
+    ],
 )
 def test_half_configuration_names_what_is_missing(
     monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], missing: list[str]
@@ -108,6 +149,49 @@ def test_half_configuration_names_what_is_missing(
     assert "incomplete per-user OAuth configuration" in message
     for name in missing:
         assert f"{name}" in message.split("not set")[0]
+
+
+def test_an_unverified_passthrough_needs_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seed's behaviour, now only when asked for: the API alone checks callers' tokens."""
+    set_env(monkeypatch, oauth_passthrough="true")
+    settings = load_settings()
+    assert settings.auth_mode() == "passthrough"
+    assert caller_auth_provider(settings) is None
+
+
+@pytest.mark.parametrize(
+    ("variables", "said"),
+    [
+        (
+            {"oauth_audience": AUDIENCE},
+            "TOOLBRIDGE_OAUTH_AUDIENCE must identify this MCP server, not the API",
+        ),
+        (
+            {"oauth_audience": "https://api.example/", "oauth_exchange_resource": AUDIENCE},
+            "TOOLBRIDGE_OAUTH_AUDIENCE must identify this MCP server",
+        ),
+        (
+            {"oauth_exchange_client_secret": SECRET},
+            "TOOLBRIDGE_OAUTH_EXCHANGE_CLIENT_SECRET is set without",
+        ),
+        (
+            {"oauth_passthrough": "true", "oauth_audience": AUDIENCE},
+            "TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE configure token exchange, which "
+            "TOOLBRIDGE_OAUTH_PASSTHROUGH=true turns off",
+        ),
+        (
+            {"oauth_exchange_url": "http://idp.example/oauth/token"},
+            "TOOLBRIDGE_OAUTH_EXCHANGE_URL",
+        ),
+    ],
+    ids=["api-audience", "api-resource", "secret-without-id", "passthrough-and-exchange", "http"],
+)
+def test_confusing_per_user_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], said: str
+) -> None:
+    message = config_error(monkeypatch, **(PER_USER | variables))
+    assert said in message
+    assert SECRET not in message
 
 
 def test_public_url_alone_is_harmless(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,8 +242,6 @@ def test_only_per_user_mode_verifies_callers(
 def test_bad_urls_name_the_variable(
     monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], name: str, problem: str
 ) -> None:
-    message = config_error(
-        monkeypatch, **({"oauth_issuer": ISSUER, "oauth_audience": AUDIENCE} | variables)
-    )
+    message = config_error(monkeypatch, **(PER_USER | variables))
     assert name in message
     assert problem in message

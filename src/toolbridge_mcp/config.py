@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 ENV_PREFIX = "TOOLBRIDGE_"
 
 AuthMode: TypeAlias = str
-"""The name of an outbound auth mode (``auth0``, ``static``, ``passthrough``); the modes
-themselves are the classes of :mod:`toolbridge_mcp.auth.modes`."""
+"""The name of an outbound auth mode (``auth0``, ``static``, ``token_exchange``,
+``passthrough``); the modes themselves are the classes of :mod:`toolbridge_mcp.auth.modes`."""
 
 
 env_name = env_namer(ENV_PREFIX)
@@ -88,12 +88,57 @@ class Settings(BaseSettings):
     )
     oauth_audience: str | None = Field(
         default=None,
-        description="Audience callers' tokens must carry: the API's, as they are forwarded to it.",
+        description="Audience callers' tokens must carry: default this server's "
+        "resource URL ({public URL}/mcp); with TOOLBRIDGE_OAUTH_PASSTHROUGH the API's, as "
+        "they are forwarded to it.",
     )
     public_url: str | None = Field(
         default=None,
         description="Base URL MCP clients reach this server at (behind a proxy: the proxy's); "
         "default http://{host}:{port}.",
+    )
+    oauth_passthrough: bool = Field(
+        default=False,
+        description="Legacy per-user mode: forward each MCP caller's own token to the API as is. "
+        "NOT MCP-spec conformant (the spec forbids token passthrough), warned about at start. "
+        "Off: per-user mode exchanges callers' tokens for API tokens (RFC 8693).",
+    )
+    oauth_required_scopes: str | None = Field(
+        default=None,
+        description="Per-user mode: scopes every caller's token must carry, space separated "
+        "(e.g. `toolbridge`); a token without them gets 403 insufficient_scope. Default none.",
+    )
+    oauth_exchange_url: str | None = Field(
+        default=None,
+        description="Per-user mode: where callers' tokens are exchanged (RFC 8693) for API "
+        "tokens; default the API's `{TOOLBRIDGE_GO_API_BASE_URL}/auth/token-exchange`, or an "
+        "identity provider's token endpoint that exchanges (Auth0 Custom Token Exchange, "
+        "Keycloak, WorkOS).",
+    )
+    oauth_exchange_audience: str | None = Field(
+        default=None,
+        description="Per-user mode: the API's audience (`TOOLBRIDGE_API_AUDIENCE`), asked for "
+        "in each exchange.",
+    )
+    oauth_exchange_resource: str | None = Field(
+        default=None,
+        description="Per-user mode: an RFC 8707 `resource` to ask for in each exchange, for "
+        "identity providers that name the API so (WorkOS).",
+    )
+    oauth_exchange_client_id: str | None = Field(
+        default=None,
+        description="Per-user mode: this server's client id at the exchange, if it wants one "
+        "(identity providers do; the API does not).",
+    )
+    oauth_exchange_client_secret: SecretStr | None = Field(
+        default=None,
+        description="Per-user mode: that client's secret (sent as client_secret_post).",
+    )
+    oauth_exchange_subject_token_type: str = Field(
+        default="urn:ietf:params:oauth:token-type:access_token",
+        min_length=1,
+        description="Per-user mode: the `subject_token_type` of exchanges; Auth0's Custom Token "
+        "Exchange wants one of your own (e.g. `urn:toolbridge:mcp-access-token`).",
     )
 
     log_level: LogLevel = "INFO"
@@ -117,6 +162,11 @@ class Settings(BaseSettings):
         "oauth_issuer",
         "oauth_jwks_url",
         "oauth_audience",
+        "oauth_required_scopes",
+        "oauth_exchange_url",
+        "oauth_exchange_audience",
+        "oauth_exchange_resource",
+        "oauth_exchange_client_id",
         "public_url",
         mode="before",
     )
@@ -128,7 +178,13 @@ class Settings(BaseSettings):
             return value or None
         return value
 
-    @field_validator("auth0_client_secret", "tenant_header_secret", "jwt_token", mode="before")
+    @field_validator(
+        "auth0_client_secret",
+        "tenant_header_secret",
+        "jwt_token",
+        "oauth_exchange_client_secret",
+        mode="before",
+    )
     @classmethod
     def _blank_secret_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -149,7 +205,9 @@ class Settings(BaseSettings):
             )
         return parts.netloc
 
-    @field_validator("auth0_token_url", "oauth_issuer", "oauth_jwks_url", "public_url")
+    @field_validator(
+        "auth0_token_url", "oauth_issuer", "oauth_exchange_url", "oauth_jwks_url", "public_url"
+    )
     @classmethod
     def _check_https_url(cls, value: str | None) -> str | None:
         """Tokens travel to (or are vouched for by) these URLs: https, except on loopback."""
@@ -217,40 +275,11 @@ class Settings(BaseSettings):
     def _check_per_user_oauth(self) -> None:
         """Caller tokens are verified only where they are used: in per-user mode. Elsewhere
         every caller would act as the one service identity, so protection that looks
-        per-user would not be; refuse it rather than leave the doubt."""
-        given = [
-            name
-            for name in ("oauth_issuer", "oauth_jwks_url", "oauth_audience")
-            if getattr(self, name) is not None
-        ]
-        if not given:
-            return
-        names = ", ".join(env_name(name) for name in given)
-        mode = self.outbound_mode()
-        if not mode.per_user:
-            chosen_by = env_name(mode.selected_by) if mode.selected_by else "the configuration"
-            raise ValueError(
-                f"{names} verify callers' own tokens, which only per-user mode uses, but "
-                f"{chosen_by} selects {mode.name} mode (every caller would act as the same "
-                "service identity). Unset one or the other"
-            )
-        missing = [
-            env_name(name)
-            for name in ("oauth_issuer", "oauth_audience")
-            if getattr(self, name) is None
-        ]
-        if missing:
-            raise ValueError(
-                f"incomplete per-user OAuth configuration: {' and '.join(missing)} not set. Set "
-                f"{env_name('oauth_issuer')} and {env_name('oauth_audience')} (the API's audience: "
-                f"tokens are forwarded to it), or none of the {env_name('oauth_')}* variables"
-            )
-        if self.public_url is None and not is_loopback_host(self.host):
-            raise ValueError(
-                f"{env_name('public_url')} not set: MCP clients are told the URL to get tokens "
-                f"for, and {env_name('host')} {self.host} is not one they can reach; set it to "
-                "the server's public URL, e.g. https://mcp.example.com"
-            )
+        per-user would not be; refuse it rather than leave the doubt. Each per-user mode
+        needs its complete set (``exchange.check_per_user_settings``)."""
+        from toolbridge_mcp.auth.modes.exchange import check_per_user_settings
+
+        check_per_user_settings(self)
 
     def outbound_mode(self) -> type[OutboundAuth]:
         """How the server authenticates to the API: the mode class these settings select
@@ -261,7 +290,8 @@ class Settings(BaseSettings):
 
     def auth_mode(self) -> AuthMode:
         """The name of :meth:`outbound_mode`: ``auth0`` (client credentials), ``static``
-        (a static token) or ``passthrough`` (the caller's own token)."""
+        (a static token), ``token_exchange`` (each caller's token exchanged for an API token)
+        or ``passthrough`` (the caller's own token, legacy)."""
         return self.outbound_mode().name
 
     def token_url(self) -> str:

@@ -113,6 +113,8 @@ def mcp_settings(api_url: str, idp: IdP | None, mode: str = "auth0", **overrides
             "auth0_token_url": idp.token_url,
             "auth0_audience": AUDIENCE,
         }
+    elif mode == "passthrough" and not {"auth0_client_id", "jwt_token"} & set(overrides):
+        fields["oauth_passthrough"] = True  # the legacy mode is only ever chosen explicitly
     fields |= overrides
     return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
 

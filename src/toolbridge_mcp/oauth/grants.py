@@ -1,14 +1,17 @@
 """Grants: what a token request asks for (RFC 6749 §4), as the fields of its body.
 
 A grant knows nothing of HTTP, client authentication or retries; :class:`TokenEndpoint`
-puts its fields into a request. To add a grant (RFC 8693 token exchange is next), write a
-class with the :class:`Grant` members and hand it to a :class:`TokenEndpoint`.
+puts its fields into a request. To add a grant, write a class with the :class:`Grant` members
+and hand it to a :class:`TokenEndpoint`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
+
+TOKEN_EXCHANGE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a type URI
 
 
 class Grant(Protocol):
@@ -51,3 +54,37 @@ class ClientCredentialsGrant:
 
     def secrets(self) -> tuple[str, ...]:
         return ()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenExchangeGrant:
+    """RFC 8693 token exchange: a token for ``audience`` (and/or the RFC 8707 ``resource``)
+    in exchange for ``subject_token``, e.g. a user's token for an MCP server becoming a token
+    for the API behind it, for the same user. ``subject_token_type`` is the RFC 8693 type of
+    an access token unless the server wants its own (Auth0's Custom Token Exchange does)."""
+
+    grant_type: ClassVar[str] = TOKEN_EXCHANGE_GRANT_TYPE
+    display_name: ClassVar[str] = "Token Exchange"
+
+    subject_token: str = field(repr=False)
+    subject_token_type: str = ACCESS_TOKEN_TYPE
+    audience: str | None = None
+    resource: str | None = None
+    scope: str | None = None
+    requested_token_type: str | None = ACCESS_TOKEN_TYPE
+
+    def fields(self) -> dict[str, str]:
+        optional = {
+            "audience": self.audience,
+            "resource": self.resource,
+            "scope": self.scope,
+            "requested_token_type": self.requested_token_type,
+        }
+        return {
+            "grant_type": self.grant_type,
+            "subject_token": self.subject_token,
+            "subject_token_type": self.subject_token_type,
+        } | {k: v for k, v in optional.items() if v}
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.subject_token,)

@@ -2,7 +2,10 @@
 
 - ``auth0`` — :class:`ClientCredentialsAuth`: managed client-credentials tokens
 - ``static`` — :class:`StaticTokenAuth`: the deprecated ``TOOLBRIDGE_JWT_TOKEN``
-- ``passthrough`` — :class:`PassthroughAuth`: each MCP caller's own token (per-user)
+- ``token_exchange`` — :class:`TokenExchangeAuth`: each signed-in MCP caller's token,
+  exchanged (RFC 8693) for an API token for the same user (per-user)
+- ``passthrough`` — :class:`PassthroughAuth`: each MCP caller's own token, forwarded as
+  is (legacy, only with ``TOOLBRIDGE_OAUTH_PASSTHROUGH=true``; not MCP-spec conformant)
 
 :func:`outbound_auth` picks one from the settings (:mod:`.select`, the one place to add a
 mode). Each mode is the API client's ``httpx.Auth`` and owns its header, health text, error
@@ -24,6 +27,7 @@ from toolbridge_mcp.auth.modes.client_credentials import (
     CLIENT_CREDENTIALS_SETTINGS,
     ClientCredentialsAuth,
 )
+from toolbridge_mcp.auth.modes.exchange import TokenExchangeAuth
 from toolbridge_mcp.auth.modes.passthrough import PassthroughAuth, caller_auth_provider
 from toolbridge_mcp.auth.modes.select import (
     OUTBOUND_MODES,
@@ -46,6 +50,7 @@ __all__ = [
     "OutboundAuth",
     "PassthroughAuth",
     "StaticTokenAuth",
+    "TokenExchangeAuth",
     "caller_auth_provider",
     "get_auth_header",
     "mode_named",

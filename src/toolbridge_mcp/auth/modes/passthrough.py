@@ -1,4 +1,8 @@
-"""``passthrough`` (per-user) mode: each MCP caller's own token, forwarded to the API.
+"""``passthrough`` (per-user, legacy) mode: each MCP caller's own token, forwarded to the API.
+
+Only with ``TOOLBRIDGE_OAUTH_PASSTHROUGH=true``, and warned about at start: the MCP
+authorization spec forbids passing a client's token through to an upstream API (the
+per-user default is :class:`~toolbridge_mcp.auth.modes.exchange.TokenExchangeAuth`).
 
 With ``TOOLBRIDGE_OAUTH_ISSUER`` set the MCP endpoint verifies that token first
 (:func:`caller_auth_provider`). FastMCP is imported only where it is used, so that choosing
@@ -42,12 +46,16 @@ class PassthroughAuth(OutboundAuth):
     headers, the verified one is forwarded, not the other)."""
 
     name = "passthrough"
-    selected_by = None  # the fallback: neither client credentials nor a static token
+    selected_by = "oauth_passthrough"  # =true; the seed's fallback, now explicit
     per_user = True
     error_hint = (
         "the Authorization token your MCP client sent was rejected; sign in again or "
         "get a token for this API"
     )
+
+    @classmethod
+    def is_selected(cls, settings: Settings) -> bool:
+        return settings.oauth_passthrough
 
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
@@ -82,6 +90,12 @@ class PassthroughAuth(OutboundAuth):
         )
 
     def log_startup(self) -> None:
+        logger.warning(
+            "TOOLBRIDGE_OAUTH_PASSTHROUGH=true: each MCP caller's own token is forwarded to "
+            "the API as is. This is NOT MCP-spec conformant (the MCP authorization spec "
+            "forbids token passthrough: tokens must be issued for this server and never sent "
+            "on); unset it to have callers' tokens exchanged for API tokens (RFC 8693)"
+        )
         logger.info("No backend authentication configured (per-user mode)")
         settings = self._settings
         if settings is not None and settings.oauth_issuer is not None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from toolbridge_mcp.auth.modes.base import OutboundAuth
 from toolbridge_mcp.auth.modes.client_credentials import ClientCredentialsAuth
+from toolbridge_mcp.auth.modes.exchange import TokenExchangeAuth
 from toolbridge_mcp.auth.modes.passthrough import PassthroughAuth
 from toolbridge_mcp.auth.modes.static import StaticTokenAuth
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 OUTBOUND_MODES: tuple[type[OutboundAuth], ...] = (
     ClientCredentialsAuth,  # TOOLBRIDGE_AUTH0_CLIENT_ID set
     StaticTokenAuth,  # TOOLBRIDGE_JWT_TOKEN set
-    PassthroughAuth,  # neither: each caller's own token (the fallback, selected by nothing)
+    PassthroughAuth,  # TOOLBRIDGE_OAUTH_PASSTHROUGH=true: callers' own tokens (legacy)
+    TokenExchangeAuth,  # none of them: callers' tokens exchanged (the fallback)
 )
 """The modes, in order of precedence: the first one the settings select is used."""
 

@@ -112,7 +112,7 @@ def plan(options: DevOptions, state_dir: Path) -> list[Component]:
                 "TOOLBRIDGE_DEV_ISSUER_PORT": str(options.issuer_port),
                 "TOOLBRIDGE_DEV_ISSUER_STATE_DIR": str(state_dir / "issuer"),
                 "TOOLBRIDGE_DEV_ISSUER_TOKEN_LIFETIME_SECONDS": str(options.token_lifetime),
-                "TOOLBRIDGE_DEV_ISSUER_AUDIENCES": json.dumps([AUDIENCE]),
+                "TOOLBRIDGE_DEV_ISSUER_AUDIENCES": json.dumps(_audiences(options)),
                 "TOOLBRIDGE_DEV_ISSUER_CLIENTS": json.dumps({CLIENT_ID: client_secret}),
                 "TOOLBRIDGE_DEV_ISSUER_LOG_LEVEL": options.log_level,
             },
@@ -136,7 +136,8 @@ def plan(options: DevOptions, state_dir: Path) -> list[Component]:
                 "TOOLBRIDGE_API_AUDIENCE": AUDIENCE,
                 "TOOLBRIDGE_API_TENANT_SECRET": tenant_secret,
                 "TOOLBRIDGE_API_LOG_LEVEL": options.log_level,
-            },
+            }
+            | (_exchange_env(options, state_dir) if options.per_user else {}),
             port=options.api_port,
             port_flag="--api-port",
             ready_url=f"{api}/healthz",
@@ -156,13 +157,17 @@ def plan(options: DevOptions, state_dir: Path) -> list[Component]:
                 "TOOLBRIDGE_TENANT_HEADER_SECRET": tenant_secret,
                 "TOOLBRIDGE_LOG_LEVEL": options.log_level,
             }
-            | (_per_user_env(issuer) if options.per_user else _client_env(issuer, client_secret)),
+            | (
+                _per_user_env(options, issuer)
+                if options.per_user
+                else _client_env(issuer, client_secret)
+            ),
             port=options.mcp_port,
             port_flag="--port",
             ready_url=f"http://{HOST}:{options.mcp_port}/healthz",
             show_url=options.mcp_url,
             note=(
-                "streamable HTTP, callers' tokens verified"
+                "streamable HTTP, users sign in at the dev issuer"
                 if options.per_user
                 else "streamable HTTP, first token fetched"
             ),
@@ -180,9 +185,29 @@ def _client_env(issuer: str, client_secret: str) -> dict[str, str]:
     }
 
 
-def _per_user_env(issuer: str) -> dict[str, str]:
-    """Each MCP caller brings a dev-issuer token, verified by the MCP server and forwarded."""
-    return {"TOOLBRIDGE_OAUTH_ISSUER": f"{issuer}/", "TOOLBRIDGE_OAUTH_AUDIENCE": AUDIENCE}
+def _audiences(options: DevOptions) -> list[str]:
+    """What the issuer issues tokens for: in per-user mode the MCP server's resource URL first
+    (the audience of a sign-in that names no ``resource``), and the API's."""
+    return [options.mcp_url, AUDIENCE] if options.per_user else [AUDIENCE]
+
+
+def _per_user_env(options: DevOptions, issuer: str) -> dict[str, str]:
+    """Each MCP client signs its user in at the dev issuer and sends a token for the MCP
+    server's own URL; the MCP server exchanges it at the API for an API token (RFC 8693)."""
+    return {
+        "TOOLBRIDGE_OAUTH_ISSUER": f"{issuer}/",
+        "TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE": AUDIENCE,
+        "TOOLBRIDGE_PUBLIC_URL": options.mcp_url.removesuffix("/mcp"),
+    }
+
+
+def _exchange_env(options: DevOptions, state_dir: Path) -> dict[str, str]:
+    """The API exchanges tokens for the MCP server's URL for its own, signed with a key kept
+    in the state folder (created on its first start)."""
+    return {
+        "TOOLBRIDGE_API_EXCHANGE_SUBJECT_AUDIENCE": options.mcp_url,
+        "TOOLBRIDGE_API_EXCHANGE_SIGNING_KEY_FILE": str(state_dir / "api-signing-key.pem"),
+    }
 
 
 def check_ports(components: list[Component]) -> None:
@@ -419,7 +444,7 @@ class DevStack:
             key,
             issuer=self.options.issuer_url,
             subject=DEMO_USER,
-            audience=AUDIENCE,
+            audience=self.options.mcp_url,
             lifetime_seconds=300,
         )
         return minted.token
@@ -513,54 +538,63 @@ async def seed_demo(mcp_url: str, token: str | None = None) -> str:
 
 
 def connect_instructions(options: DevOptions, state_dir: Path) -> str:
-    """What to do next: the URL, a Claude Desktop snippet, the Inspector command; in per-user
-    mode, how to mint a user's token and send it."""
+    """What to do next: the URL, the MCP Inspector, Claude Desktop and Claude Code; in
+    per-user mode, how they sign their users in, and a token command for scripts."""
     url = options.mcp_url
     lines = ["", f"ToolBridge dev stack is up. MCP server (streamable HTTP): {url}", ""]
+    desktop = {
+        "mcpServers": {"toolbridge-dev": {"command": "npx", "args": ["-y", "mcp-remote", url]}}
+    }
     if options.per_user:
-        mint = mint_command(options, state_dir)
-        remote = ["-y", "mcp-remote", url, "--header", "Authorization:${AUTH_HEADER}"]
         lines += [
-            "  Per-user mode: every MCP request needs a user's token from the dev issuer"
-            + (f" (demo data belongs to {DEMO_USER}):" if options.seed_demo else ":"),
-            f"                  TOKEN=$({mint})",
+            "  Per-user mode: MCP clients sign their users in at the dev issuer "
+            f"({options.issuer_url}authorize: DEVELOPMENT ONLY, no passwords, alice, bob or any "
+            "name)" + (f"; the demo data belongs to {DEMO_USER}." if options.seed_demo else "."),
+            "  The MCP server exchanges each user's token for an API token; users see only "
+            "their own data.",
             "  MCP Inspector:  npx @modelcontextprotocol/inspector",
-            f"                  Transport 'Streamable HTTP', URL {url}, "
-            "Authentication: Bearer $TOKEN",
+            f"                  Transport 'Streamable HTTP', URL {url}, Connect: it opens the "
+            "sign-in page",
+            "                  (or Auth Settings > Quick OAuth Flow to watch each step)",
+            "  Claude Desktop: add to claude_desktop_config.json (mcp-remote opens the sign-in "
+            "page):",
+            f"                  {json.dumps(desktop)}",
+            f"  Claude Code:    claude mcp add --transport http toolbridge-dev {url}",
+            "                  then /mcp > toolbridge-dev > Authenticate",
+            "  Scripts:        TOKEN=$(" + mint_command(options, state_dir) + ")",
+            "                  and send Authorization: Bearer $TOKEN",
+            "",
+            f"Sign-ins last {options.token_lifetime} s and are refreshed by the clients; the "
+            "MCP server keeps each user's API token and exchanges a new one ahead of expiry. "
+            "Ctrl-C stops everything.",
         ]
-    else:
-        remote = ["-y", "mcp-remote", url]
-        lines += [
-            "  MCP Inspector:  npx @modelcontextprotocol/inspector",
-            f"                  then Transport 'Streamable HTTP', URL {url}",
-        ]
-    server: dict[str, Any] = {"command": "npx", "args": remote}
-    if options.per_user:
-        server["env"] = {"AUTH_HEADER": "Bearer <the minted token>"}
+        return "\n".join(lines)
     lines += [
+        "  MCP Inspector:  npx @modelcontextprotocol/inspector",
+        f"                  then Transport 'Streamable HTTP', URL {url}",
         "  Claude Desktop: add to claude_desktop_config.json:",
-        f"                  {json.dumps({'mcpServers': {'toolbridge-dev': server}})}",
+        f"                  {json.dumps(desktop)}",
+        f"  Claude Code:    claude mcp add --transport http toolbridge-dev {url}",
         "",
-        (
-            "Tokens last as long as minted (--lifetime). "
-            if options.per_user
-            else f"Access tokens last {options.token_lifetime} s; the MCP server refreshes them "
-            "ahead of expiry (log lines 'Access token refreshed'). "
-        )
-        + "Ctrl-C stops everything.",
+        f"Access tokens last {options.token_lifetime} s; the MCP server refreshes them ahead of "
+        "expiry (log lines 'Access token refreshed'). Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
 
 
 def mint_command(options: DevOptions, state_dir: Path, user: str = DEMO_USER) -> str:
-    """The shell command that mints ``user``'s token for this stack, quoted, pasteable from
-    any folder: this installation's ``toolbridge-dev-issuer`` with the stack's key folder."""
+    """The shell command that mints ``user``'s token for this stack's MCP server, quoted,
+    pasteable from any folder: this installation's ``toolbridge-dev-issuer`` with the stack's
+    key folder (the settings as ``NAME=value`` words the shell takes as assignments)."""
     program = Path(sys.executable).parent / "toolbridge-dev-issuer"
-    words = [f"TOOLBRIDGE_DEV_ISSUER_STATE_DIR={state_dir / 'issuer'}"]
+    settings = {
+        "TOOLBRIDGE_DEV_ISSUER_STATE_DIR": str(state_dir / "issuer"),
+        "TOOLBRIDGE_DEV_ISSUER_AUDIENCES": json.dumps(_audiences(options)),
+    }
     if options.issuer_port != DevOptions.issuer_port:
-        words.append(f"TOOLBRIDGE_DEV_ISSUER_PORT={options.issuer_port}")
-    words += [str(program), "mint", "--sub", user]
-    return shlex.join(words)
+        settings["TOOLBRIDGE_DEV_ISSUER_PORT"] = str(options.issuer_port)
+    assignments = [f"{name}={shlex.quote(value)}" for name, value in settings.items()]
+    return " ".join([*assignments, shlex.join([str(program), "mint", "--sub", user])])
 
 
 def run(options: DevOptions, out: TextIO | None = None) -> int:

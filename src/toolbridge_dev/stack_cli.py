@@ -42,8 +42,9 @@ def dev(
         bool,
         typer.Option(
             "--per-user",
-            help="Per-user OAuth: callers send their own dev-issuer token (toolbridge-dev-issuer "
-            "mint), which the MCP server verifies and forwards, instead of the server's own.",
+            help="Per-user OAuth: MCP clients (the Inspector, Claude) sign their users in at "
+            "the dev issuer; the MCP server accepts only tokens issued for itself and exchanges "
+            "each for an API token for that user (RFC 8693), instead of using its own.",
         ),
     ] = False,
     startup_timeout: Annotated[

@@ -436,6 +436,8 @@ def test_the_printed_mint_command_keeps_a_state_dir_with_spaces_whole(tmp_path: 
     command = hint.split("TOKEN=$(", 1)[1].rsplit(")", 1)[0]
     assert shlex.split(command) == [
         f"TOOLBRIDGE_DEV_ISSUER_STATE_DIR={state_dir / 'issuer'}",
+        'TOOLBRIDGE_DEV_ISSUER_AUDIENCES=["http://127.0.0.1:8001/mcp", '
+        '"https://api.toolbridge.local"]',
         "TOOLBRIDGE_DEV_ISSUER_PORT=9999",
         str(Path(sys.executable).parent / "toolbridge-dev-issuer"),
         "mint",

@@ -115,11 +115,7 @@ class ApiSettings(DatabaseSettings):
         description="Per-user rate limit of sync sessions, wipe and state: requests at once.",
     )
     session_ttl_seconds: float = Field(default=SESSION_TTL_SECONDS, gt=0)
-    max_body_bytes: int = Field(
-        default=1024 * 1024,
-        ge=1024,
-        description="Largest request body in bytes; a larger one is a 413 before any route runs.",
-    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_header_bytes: int = Field(
         default=DEFAULT_MAX_HEADER_BYTES,
         ge=8 * 1024,

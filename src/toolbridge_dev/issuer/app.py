@@ -53,6 +53,7 @@ from toolbridge_dev.issuer.config import USER_NAME, USER_NAME_RULE, IssuerSettin
 from toolbridge_dev.issuer.grants import Authorization, Code, Grants, is_s256_challenge, s256
 from toolbridge_dev.issuer.grants import is_verifier as is_code_verifier
 from toolbridge_dev.issuer.keys import SigningKey
+from toolbridge_dev.issuer.limits import RequestLimitMiddleware
 from toolbridge_dev.issuer.oauth import (
     ClientCredentials,
     client_credentials,
@@ -117,11 +118,17 @@ def create_app(settings: IssuerSettings, key: SigningKey) -> Starlette:
         # token endpoint from their own origin; nothing here relies on cookies.
         middleware=[
             Middleware(
+                RequestLimitMiddleware,
+                max_header_count=settings.max_header_count,
+                max_body_bytes=settings.max_body_bytes,
+                body_timeout_seconds=settings.body_timeout_seconds,
+            ),
+            Middleware(
                 CORSMiddleware,
                 allow_origins=["*"],
                 allow_methods=["GET", "POST"],
                 allow_headers=["*"],
-            )
+            ),
         ],
     )
 

@@ -95,6 +95,11 @@ def serve(
         application,
         host=settings.host,
         port=settings.port,
+        # h11 refuses a request line plus headers past the limit while reading them (the
+        # default parser, httptools, buffers headers of any size); the app limits the rest.
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        ws="none",
         log_config=None,
         proxy_headers=False,
         server_header=False,

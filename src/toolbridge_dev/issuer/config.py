@@ -98,6 +98,29 @@ class IssuerSettings(BaseSettings):
         le=MAX_REFRESH_TOKEN_LIFETIME_SECONDS,
         description="How long each refresh token lasts (every refresh rotates it).",
     )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=4 * 1024,
+        le=1024 * 1024,
+        description="Largest request line plus headers in bytes; a larger request is refused "
+        "(400) and its connection closed without reading the rest.",
+    )
+    max_header_count: int = Field(
+        default=100, ge=16, le=10_000, description="Most headers one request may carry (431)."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request body in bytes (token requests, sign-in forms, "
+        "registrations); a larger one is a 413.",
+    )
+    body_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="Time a client has to send a request's whole body (408 after).",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -60,7 +60,7 @@ and an audience with a domain); **static** when only `TOOLBRIDGE_JWT_TOKEN` is s
 **passthrough** (each MCP caller's own token, forwarded: legacy, not MCP-spec conformant) only
 with `TOOLBRIDGE_OAUTH_PASSTHROUGH=true`; **token_exchange** otherwise — per-user: callers sign
 in at `TOOLBRIDGE_OAUTH_ISSUER` and their tokens are exchanged for API tokens for
-`TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE`; with neither
+`TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE` ([per-user OAuth](OAUTH-PER-USER-AUTH.md)); with neither
 set the server starts, but every tool call says what to configure. A half-configured
 client-credentials block, a tenant id without its secret (or the reverse), half of the
 per-user settings, or `TOOLBRIDGE_OAUTH_*` variables outside the per-user modes are start-up
@@ -88,7 +88,7 @@ must be switched on explicitly (`TOOLBRIDGE_API_DEBUG_SUB_ENABLED=true`), else t
 Token exchange (`POST /auth/token-exchange`, RFC 8693) is on when
 `TOOLBRIDGE_API_EXCHANGE_SUBJECT_AUDIENCE` is set (the MCP server's resource URL); the API then
 signs short-lived tokens with its own key (created on first start) and accepts them next to the
-identity provider's. See [the API](api.md#security).""",
+identity provider's ([per-user OAuth](OAUTH-PER-USER-AUTH.md)). See [the API](api.md#security).""",
     ),
     Section(
         "Dev identity provider (development only)",

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+from loguru import logger
 
 from toolbridge_common.logs import configure_logging
 from toolbridge_common.settings import ConfigError
@@ -166,6 +167,15 @@ def serve(
     # must see the address actually bound.
     flags = {"host": host, "port": port}
     settings = _settings(**{name: value for name, value in flags.items() if value is not None})
+    from toolbridge_mcp.http_guard import exposure_problem, exposure_warning, uvicorn_options
+
+    if Transport(transport) is not Transport.stdio:
+        problem = exposure_problem(settings)
+        if problem is not None:
+            raise _fail(problem, 2)
+        warning = exposure_warning(settings)
+        if warning is not None:
+            logger.warning(warning)
     server = create_server(settings)
     if Transport(transport) is Transport.stdio:
         server.run("stdio", show_banner=False)
@@ -175,7 +185,7 @@ def serve(
         show_banner=False,
         host=settings.host,
         port=settings.port,
-        uvicorn_config={"log_config": None},  # uvicorn's lines go through our log format
+        uvicorn_config=uvicorn_options(settings),  # limits; our log format
     )
 
 

@@ -145,6 +145,37 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
     max_timestamp_skew_seconds: int = Field(default=300, ge=1)
+    allowed_hosts: str | None = Field(
+        default=None,
+        description="Extra `Host` names the HTTP transports answer to, comma or space "
+        "separated (`name`, `name:port`, `*.example.com`); always: localhost, 127.0.0.1 and "
+        "[::1] at the bound port, the bound address and the host of TOOLBRIDGE_PUBLIC_URL. "
+        "Other hosts get 421 (DNS rebinding protection).",
+    )
+    allowed_origins: str | None = Field(
+        default=None,
+        description="Browser origins allowed to call the HTTP transports, comma or space "
+        "separated (e.g. `http://localhost:6274` for the MCP Inspector); always: the server's "
+        "own origin and TOOLBRIDGE_PUBLIC_URL's. A request with another `Origin` gets 403; "
+        "requests without one (non-browser clients) are not affected.",
+    )
+    allow_unauthenticated_network: bool = Field(
+        default=False,
+        description="Let `serve` listen beyond loopback (TOOLBRIDGE_HOST) in service mode "
+        "(client credentials or a static token), where MCP callers are not authenticated and "
+        "anyone reaching the port acts as the service identity. Off: such a bind is refused.",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line plus headers the HTTP transports accept (431 beyond).",
+    )
+    max_concurrent_connections: int = Field(
+        default=200,
+        ge=1,
+        description="Connections and requests served at once; more get 503 at once.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -168,6 +199,8 @@ class Settings(BaseSettings):
         "oauth_exchange_resource",
         "oauth_exchange_client_id",
         "public_url",
+        "allowed_hosts",
+        "allowed_origins",
         mode="before",
     )
     @classmethod

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from toolbridge_common import contract
 from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.config import Settings, get_settings
+from toolbridge_mcp.http_guard import GuardConfig, GuardedFastMCP
 from toolbridge_mcp.metrics import ServerMetrics
 from toolbridge_mcp.tools.entities import entity_tools
 from toolbridge_mcp.tools.health import HealthReport, health_report
@@ -132,8 +133,9 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
         *entity_tools(backend),
         Tool.from_function(health_check, annotations=mt.ToolAnnotations(read_only_hint=True)),
     ]
-    mcp: FastMCP[Any] = FastMCP(
+    mcp: FastMCP[Any] = GuardedFastMCP(  # Host/Origin checked on every HTTP transport
         "ToolBridge",
+        guard=GuardConfig.from_settings(settings),
         instructions=INSTRUCTIONS,
         lifespan=resources,
         auth=backend.auth.mcp_auth(),

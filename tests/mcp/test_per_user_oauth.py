@@ -12,6 +12,7 @@ import asyncio
 import json
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import jwt
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
@@ -175,6 +177,38 @@ async def test_tokens_not_issued_for_this_server_get_401_before_the_api(
     assert token not in response.text
     await refused(fresh.resource, token)
     assert fresh.seen == []  # neither an exchange nor a call reached the API
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ({"exp": None}, "no exp"),
+        ({"sub": None}, "no sub"),
+        ({"sub": ""}, "empty sub"),
+        ({"iat": 3600}, "iat an hour ahead"),
+    ],
+)
+async def test_tokens_without_exp_or_sub_or_issued_in_the_future_get_401(
+    fresh: PerUserStack, change: dict[str, int | None], kind: str
+) -> None:
+    """Issue 12: FastMCP's verifier takes a token without exp as never expiring and leaves
+    sub and iat unchecked; the server's verifier refuses them."""
+    claims = jwt.decode(fresh.mint(), options={"verify_signature": False})
+    for name, value in change.items():
+        if value is None:
+            claims.pop(name)
+        elif name == "iat":
+            claims[name] = int(time.time()) + value
+        else:
+            claims[name] = value
+    assert fresh.issuer.key is not None
+    token = fresh.issuer.key.sign(claims)
+    response = await post_tool_call(fresh.resource, (f"Bearer {token}",))
+    assert response.status_code == 401, kind
+    assert challenge(response)["error"] == "invalid_token"
+    assert fresh.seen == []
+    ok = await post_tool_call(fresh.resource, (f"Bearer {fresh.mint()}",))
+    assert ok.status_code == 200
 
 
 def _tampered(token: str) -> str:

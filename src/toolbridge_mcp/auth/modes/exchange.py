@@ -526,6 +526,8 @@ def resource_server(settings: Settings) -> RemoteAuthProvider | None:
     from fastmcp.server.auth.providers.jwt import JWTVerifier
     from pydantic import AnyHttpUrl
 
+    from toolbridge_mcp.auth.verifier import StrictJWTVerifier
+
     class ResourceServer(RemoteAuthProvider):
         """Binds the verifier's audience to the resource URL once the MCP path is known
         (``/mcp``, or ``/sse`` for SSE), as clients are told in the metadata."""
@@ -537,7 +539,8 @@ def resource_server(settings: Settings) -> RemoteAuthProvider | None:
                 self.token_verifier.audience = str(self._resource_url)
 
     scopes = required_scopes(settings)
-    verifier = JWTVerifier(  # no required scopes here: a token lacking one is a 403, not a 401
+    # No required scopes here: a token lacking one is a 403, not a 401.
+    verifier = StrictJWTVerifier(
         jwks_uri=settings.jwks_url(),
         issuer=settings.oauth_issuer,
         audience=settings.oauth_audience or resource_url(settings),

@@ -141,10 +141,11 @@ def caller_auth_provider(settings: Settings) -> RemoteAuthProvider | None:
     if settings.oauth_issuer is None or settings.oauth_audience is None:
         return None
     from fastmcp.server.auth import RemoteAuthProvider
-    from fastmcp.server.auth.providers.jwt import JWTVerifier
     from pydantic import AnyHttpUrl
 
-    verifier = JWTVerifier(
+    from toolbridge_mcp.auth.verifier import StrictJWTVerifier
+
+    verifier = StrictJWTVerifier(
         jwks_uri=settings.jwks_url(),
         issuer=settings.oauth_issuer,
         audience=settings.oauth_audience,

@@ -55,8 +55,9 @@ Read by `toolbridge-mcp serve`, `check` and `token` and by `python -m toolbridge
 An empty value of an optional variable (`FOO=` in a `.env` file or a Fly secret) counts as unset.
 
 How the server authenticates to the API follows from what is set (`Settings.auth_mode()`):
-**auth0** when the client-credentials block is set (client id, secret, domain or token URL,
-and an audience with a domain); **static** when only `TOOLBRIDGE_JWT_TOKEN` is set;
+**auth0** when the client-credentials block is set (client id; secret, or a private key for
+`private_key_jwt`; token URL, issuer to discover it from, or Auth0 domain with an audience);
+**static** when only `TOOLBRIDGE_JWT_TOKEN` is set;
 **passthrough** (each MCP caller's own token, forwarded: legacy, not MCP-spec conformant) only
 with `TOOLBRIDGE_OAUTH_PASSTHROUGH=true`; **token_exchange** otherwise — per-user: callers sign
 in at `TOOLBRIDGE_OAUTH_ISSUER` and their tokens are exchanged for API tokens for
@@ -80,10 +81,11 @@ a loopback address. `TOOLBRIDGE_GO_API_BASE_URL` must not contain a user name or
         "ToolBridge API",
         ApiSettings,
         """\
-Read by `toolbridge-api serve`. Token verification needs a JWKS URL (given, or derived from
+Read by `toolbridge-api serve`. Token verification needs a JWKS URL (given, derived from
 `TOOLBRIDGE_API_AUTH0_DOMAIN` as `https://{domain}/.well-known/jwks.json`, with the issuer
-`https://{domain}/`) or the development HS256 secret, and then an audience; a JWKS URL needs
-an issuer. With neither, only the development-only `X-Debug-Sub` mode can authenticate, so it
+`https://{domain}/`, or discovered from `TOOLBRIDGE_API_ISSUER` alone: its metadata's
+`jwks_uri`) or the development HS256 secret, and then an audience; a JWKS URL needs an issuer.
+With neither, only the development-only `X-Debug-Sub` mode can authenticate, so it
 must be switched on explicitly (`TOOLBRIDGE_API_DEBUG_SUB_ENABLED=true`), else the start fails.
 Token exchange (`POST /auth/token-exchange`, RFC 8693) is on when
 `TOOLBRIDGE_API_EXCHANGE_SUBJECT_AUDIENCE` is set (the MCP server's resource URL); the API then
@@ -115,11 +117,7 @@ PENDING_DESCRIPTIONS: dict[tuple[type[BaseSettings], str], str] = {
     (Settings, "auth0_client_secret"): "Its secret; never logged or shown.",
     (Settings, "auth0_audience"): "API identifier asked for (`audience`); required with a domain.",
     (Settings, "auth0_scope"): "Space-separated scopes to ask for.",
-    (Settings, "auth0_client_auth_method"): "How the client authenticates at the token "
-    "endpoint: in the body, or HTTP Basic (id and secret form-encoded, RFC 6749 §2.3.1).",
     (Settings, "auth0_timeout_seconds"): "HTTP timeout of one token request.",
-    (Settings, "token_refresh_buffer_seconds"): "Refresh this long before expiry (at most half "
-    "the token's lifetime).",
     (Settings, "log_level"): "Log level (case-insensitive).",
     (Settings, "host"): "Where the MCP server listens (`0.0.0.0` in a container); "
     "`serve --host` overrides it.",
@@ -132,7 +130,8 @@ PENDING_DESCRIPTIONS: dict[tuple[type[BaseSettings], str], str] = {
     (ApiSettings, "auth0_domain"): "Auth0 tenant host; derives the JWKS URL and the issuer.",
     (ApiSettings, "jwks_url"): "Signing keys of any other OAuth2 server; needs "
     "`TOOLBRIDGE_API_ISSUER`.",
-    (ApiSettings, "issuer"): "The `iss` tokens must carry exactly.",
+    (ApiSettings, "issuer"): "The `iss` tokens must carry exactly. Alone (no JWKS URL, domain "
+    "or HS256 secret) it is enough: the JWKS URL is its metadata's `jwks_uri`.",
     (ApiSettings, "audience"): "Audience access tokens must carry; required to verify tokens.",
     (ApiSettings, "hs256_secret"): "Development only: also accept HS256 tokens signed with it "
     "(at least 32 bytes).",

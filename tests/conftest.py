@@ -130,6 +130,8 @@ _RETRY_OPTIONS = {
 _SCHEDULE_OPTIONS = {
     "refresh_buffer": "refresh_buffer",
     "background_retry_max": "background_retry_max",
+    "refresh_fraction": "refresh_fraction",
+    "long_lived": "long_lived",
 }
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.conftest import AUDIENCE, CLIENT_ID, ManagerFactory
+from tests.conftest import AUDIENCE, CLIENT_ID, LogCapture, ManagerFactory
 from tests.support.api_stub import ApiStub
 from tests.support.idp import IdP, Reply
 from tests.support.server import ServerThread
@@ -180,3 +180,52 @@ def test_sync_client_is_refused(
         client.get("/whoami")
     assert api.request_count == 0
     assert idp.requests == []
+
+
+class KeyRotationApi:
+    """Answers ``refusals`` requests as the ToolBridge API answers a token whose signing key
+    it does not know yet, then 200."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.authorizations: list[str | None] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.authorizations.append(request.headers.get("authorization"))
+        if len(self.authorizations) <= self.refusals:
+            message = "access token kid does not match any signing key of the issuer"
+            return httpx.Response(401, json={"error": message, "correlation_id": "c"})
+        return httpx.Response(200, json={"ok": True})
+
+
+async def test_an_unknown_signing_key_is_retried_with_the_same_token(
+    manager: TokenManager, idp: IdP
+) -> None:
+    """The API has not read the identity provider's new key yet: the same token is sent
+    again after short waits, with no new token and no cool-down."""
+    api = KeyRotationApi(refusals=2)
+    auth = BearerAuth(manager, unknown_key_waits=(0.01, 0.02, 0.03))
+    async with httpx.AsyncClient(auth=auth, transport=httpx.MockTransport(api)) as client:
+        response = await client.get("https://api.test/v1/notes")
+    assert response.status_code == 200
+    assert api.authorizations == [bearer(idp.issued[0])] * 3
+    assert len(idp.requests) == 1
+
+
+async def test_a_key_that_stays_unknown_is_passed_on_then_not_waited_for(
+    manager: TokenManager, idp: IdP, logs: LogCapture
+) -> None:
+    """A token from another identity provider than the API's keys: after the waits the 401
+    is the caller's, the token is not thrown away, and for the cool-down such 401s pass at
+    once."""
+    api = KeyRotationApi(refusals=100)
+    auth = BearerAuth(manager, unknown_key_waits=(0.01, 0.01))
+    async with httpx.AsyncClient(auth=auth, transport=httpx.MockTransport(api)) as client:
+        first = await client.get("https://api.test/v1/notes")
+        assert first.status_code == 401
+        assert len(api.authorizations) == 3
+        second = await client.get("https://api.test/v1/notes")
+        assert second.status_code == 401
+        assert len(api.authorizations) == 4
+    assert len(idp.requests) == 1
+    assert any("still does not know the key" in m for m in logs.messages("ERROR"))

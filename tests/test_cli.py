@@ -42,15 +42,38 @@ def test_token_describes_the_token_without_printing_it(tmp_path: Path, idp: IdP)
     result = run_cli(tmp_path, "token", **credentials(idp))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert f"Audience        {AUDIENCE}" in out
-    assert f"Subject         {CLIENT_ID}@clients" in out
-    assert "Scopes          read:notes write:notes" in out
-    assert "Expires in      3600s" in out or "Expires in      3599s" in out
+    assert f"Audience          {AUDIENCE}" in out
+    assert f"Subject           {CLIENT_ID}@clients" in out
+    assert "Scopes            read:notes write:notes" in out
+    assert "Scopes requested  -" in out
+    assert "Expires in        3600s" in out or "Expires in        3599s" in out
     assert "hidden (pass --show-token" in out
     assert len(idp.issued) == 1
     assert idp.issued[0] not in out + result.stderr
     assert CLIENT_SECRET not in out + result.stderr
-    assert "Access token refreshed: valid for 3600s" in result.stderr
+    assert result.stderr == "", "the log only with --verbose"
+    verbose = run_cli(tmp_path, "token", "--verbose", **credentials(idp))
+    assert "Access token refreshed: valid for 3600s" in verbose.stderr
+
+
+def test_token_warns_about_an_opaque_token_and_scopes_not_granted(tmp_path: Path, idp: IdP) -> None:
+    """oidc-provider without a resource issues an opaque token: ``token`` passes, but the
+    API would refuse every call, so it says which setting asks for a JWT; and a scope the
+    identity provider dropped is named."""
+    idp.set_default(Reply(jwt=False, granted_scope="read:notes"))
+    env = credentials(idp, TOOLBRIDGE_AUTH0_SCOPE="read:notes write:notes")
+    result = run_cli(tmp_path, "token", **env)
+    assert result.returncode == 0, result.stderr
+    assert "Scopes            read:notes\n" in result.stdout
+    assert "Scopes requested  read:notes write:notes" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 2
+    assert "not a JWT" in warnings[0]
+    assert "TOOLBRIDGE_AUTH0_RESOURCE" in warnings[0]
+    assert "TOOLBRIDGE_AUTH0_AUDIENCE" in warnings[0]
+    assert "did not grant write:notes" in warnings[1]
+    report = json.loads(run_cli(tmp_path, "token", "--json", **env).stdout)
+    assert len(report["warnings"]) == 2
 
 
 def test_token_json_with_show_token(tmp_path: Path, idp: IdP) -> None:
@@ -81,9 +104,22 @@ def test_token_failure_exits_non_zero_with_the_setting_to_fix(tmp_path: Path, id
     env = credentials(idp, TOOLBRIDGE_AUTH0_CLIENT_SECRET="wrong-secret")
     result = run_cli(tmp_path, "token", **env)
     assert result.returncode == 1
-    assert "invalid_client" in result.stderr
+    assert result.stderr.count("invalid_client") == 1, "the error is printed once"
     assert "TOOLBRIDGE_AUTH0_CLIENT_SECRET" in result.stderr
     assert "wrong-secret" not in result.stdout + result.stderr
+
+
+def test_token_json_is_json_on_failure_too(tmp_path: Path, idp: IdP) -> None:
+    env = credentials(idp, TOOLBRIDGE_AUTH0_CLIENT_SECRET="wrong-secret")
+    result = run_cli(tmp_path, "token", "--json", **env)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["exit_code"] == 1
+    assert "invalid_client" in report["error"]
+    assert result.stderr == ""
+    bad = run_cli(tmp_path, "token", "--json", TOOLBRIDGE_AUTH0_CLIENT_ID=CLIENT_ID)
+    assert bad.returncode == 2
+    assert "TOOLBRIDGE_AUTH0_CLIENT_SECRET" in json.loads(bad.stdout)["error"]
 
 
 def test_token_with_idp_down_reports_unavailable(tmp_path: Path, idp: IdP) -> None:

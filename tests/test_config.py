@@ -77,8 +77,9 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
             {"TOOLBRIDGE_AUTH0_CLIENT_ID": "client"},
             [
                 "TOOLBRIDGE_AUTH0_CLIENT_SECRET",
+                "TOOLBRIDGE_AUTH0_TOKEN_URL",
+                "TOOLBRIDGE_OAUTH_TOKEN_ISSUER",
                 "TOOLBRIDGE_AUTH0_DOMAIN",
-                "TOOLBRIDGE_AUTH0_AUDIENCE",
             ],
         ),
         (
@@ -106,8 +107,30 @@ def test_half_configured_auth0_names_the_missing_variables(
     not_set = message.partition(" not set")[0]
     for name in missing:
         assert f"{name} " in not_set or f"{name}," in not_set or not_set.endswith(name)
-    assert "incomplete Auth0" in message
+    assert "incomplete OAuth client-credentials configuration" in message
     assert SECRET not in message
+
+
+def test_the_audience_is_required_only_with_an_auth0_domain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a token URL (or an issuer to discover it from) the audience is optional, and the
+    message for a missing secret does not call it required."""
+    monkeypatch.setenv("TOOLBRIDGE_AUTH0_CLIENT_ID", "client")
+    monkeypatch.setenv("TOOLBRIDGE_AUTH0_TOKEN_URL", "https://idp.example/token")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "TOOLBRIDGE_AUTH0_CLIENT_SECRET not set" in message
+    assert "AUDIENCE" not in message
+    monkeypatch.setenv("TOOLBRIDGE_AUTH0_CLIENT_SECRET", SECRET)
+    assert load_settings().auth0_audience is None
+    monkeypatch.delenv("TOOLBRIDGE_AUTH0_TOKEN_URL")
+    monkeypatch.setenv("TOOLBRIDGE_OAUTH_TOKEN_ISSUER", "https://idp.example/")
+    settings = load_settings()
+    assert settings.auth_mode() == "auth0"
+    with pytest.raises(ConfigError, match="discovered from TOOLBRIDGE_OAUTH_TOKEN_ISSUER"):
+        settings.token_url()
 
 
 def test_token_url_makes_domain_and_audience_optional(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,7 +182,9 @@ def test_domain_is_normalized(monkeypatch: pytest.MonkeyPatch, given: str, expec
         ("TOOLBRIDGE_AUTH0_DOMAIN", "tenant.auth0.com/oauth/token", "TOOLBRIDGE_AUTH0_TOKEN_URL"),
         ("TOOLBRIDGE_AUTH0_TOKEN_URL", "http://idp.example/token", "https"),
         ("TOOLBRIDGE_AUTH0_TOKEN_URL", "idp.example/token", "absolute"),
-        ("TOOLBRIDGE_AUTH0_CLIENT_AUTH_METHOD", "private_key_jwt", "client_secret_basic"),
+        ("TOOLBRIDGE_AUTH0_CLIENT_AUTH_METHOD", "client_secret_jwt", "private_key_jwt"),
+        ("TOOLBRIDGE_TOKEN_REFRESH_FRACTION", "1", "TOOLBRIDGE_TOKEN_REFRESH_FRACTION"),
+        ("TOOLBRIDGE_OAUTH_TOKEN_ISSUER", "http://idp.example/", "https"),
         ("TOOLBRIDGE_PORT", "eighty", "TOOLBRIDGE_PORT"),
         ("TOOLBRIDGE_PORT", "70000", "65535"),
         ("TOOLBRIDGE_LOG_LEVEL", "LOUD", "TOOLBRIDGE_LOG_LEVEL"),

@@ -142,12 +142,57 @@ async def test_refresh_runs_ahead_in_background_while_callers_get_current_token(
 async def test_no_refresh_before_the_window(
     make_manager: ManagerFactory, idp: IdP, clock: FakeClock
 ) -> None:
-    manager = make_manager(refresh_buffer=300)
+    """A token shorter than the long-lived threshold is refreshed ``refresh_buffer``
+    seconds before it expires, not earlier."""
+    manager = make_manager(refresh_buffer=300, long_lived=7200)
     await manager.get_token()
     clock.advance(3600 - 301)
     await manager.get_token()
     await asyncio.sleep(0.05)
     assert len(idp.requests) == 1
+    clock.advance(2)
+    await manager.get_token()
+    await settle(lambda: len(idp.requests) == 2)
+
+
+async def test_long_lived_token_is_refreshed_at_its_refresh_fraction(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    """MSAL's rule, by default from twice the buffer on: a day-long token is refreshed after
+    half its lifetime, so an identity-provider outage of up to 12 h costs nothing."""
+    idp.set_default(Reply(expires_in=86400))
+    manager = make_manager(refresh_buffer=300)
+    first = await manager.get_token()
+    clock.advance(43200 - 1)
+    assert await manager.get_token() == first
+    await asyncio.sleep(0.05)
+    assert len(idp.requests) == 1
+    clock.advance(2)
+    assert await manager.get_token() == first
+    await settle(lambda: manager.stats.refresh_count == 2)
+
+    quarter = make_manager(refresh_buffer=300, refresh_fraction=0.25)
+    await quarter.get_token()
+    clock.advance(86400 * 0.25 + 1)
+    await quarter.get_token()
+    await settle(lambda: quarter.stats.refresh_count == 2)
+
+
+async def test_refresh_in_from_the_identity_provider_wins(
+    make_manager: ManagerFactory, idp: IdP, clock: FakeClock
+) -> None:
+    """An identity provider that says when to refresh (``refresh_in``, as Microsoft Entra
+    does) is followed, within the token's usable time."""
+    idp.set_default(Reply(fields={"refresh_in": 600}))
+    manager = make_manager()
+    await manager.get_token()
+    clock.advance(599)
+    await manager.get_token()
+    await asyncio.sleep(0.05)
+    assert len(idp.requests) == 1
+    clock.advance(2)
+    await manager.get_token()
+    await settle(lambda: len(idp.requests) == 2)
 
 
 async def test_short_lived_token_is_cached_and_refreshed_at_half_life(
@@ -365,7 +410,8 @@ async def test_cool_down_never_serves_a_token_past_its_usable_time(
     make_manager: ManagerFactory, idp: IdP, clock: FakeClock
 ) -> None:
     """A Retry-After longer than the current token has left must not keep that token in
-    service past its expiry margin; the next caller waits for a new one instead."""
+    service past its expiry margin; nor does a caller then ask before the Retry-After ends:
+    it gets the rate-limit error at once, without a request."""
     manager = make_manager(deadline=1.0)
     old = await manager.get_token()
     clock.advance(3600 - 60)
@@ -373,6 +419,11 @@ async def test_cool_down_never_serves_a_token_past_its_usable_time(
     assert await manager.get_token() == old
     await settle(lambda: manager.stats.failure_count == 1)
     clock.advance(55)
+    with pytest.raises(TokenError, match="rate limiting") as info:
+        await manager.get_token()
+    assert "no new token request for 65" in str(info.value)
+    assert len(idp.requests) == 2
+    clock.advance(66)
     assert await manager.get_token() == idp.issued[1] != old
 
 
@@ -650,10 +701,10 @@ async def test_expiry_falls_back_to_jwt_exp_claim(
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
     assert manager.expires_at is not None
     assert abs(manager.expires_at.timestamp() - exp) < 5
-    clock.advance(3600 - 310)
+    clock.advance(1800 - 10)
     await manager.get_token()
     await asyncio.sleep(0.05)
-    assert len(idp.requests) == 1, "scheduled from exp: not yet in the refresh window"
+    assert len(idp.requests) == 1, "scheduled from exp: not yet at half-life"
 
 
 async def test_already_expired_jwt_is_a_clear_error(make_manager: ManagerFactory, idp: IdP) -> None:
@@ -814,6 +865,7 @@ async def test_from_settings_applies_audience_buffer_and_deadline(
         auth0_token_url=idp.token_url,
         auth0_audience=AUDIENCE,
         token_refresh_buffer_seconds=60,
+        token_refresh_long_lived_seconds=7200,
         token_request_deadline_seconds=0.3,
         _env_file=None,
     )

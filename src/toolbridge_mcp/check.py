@@ -25,8 +25,9 @@ from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.config import Settings, env_name
 from toolbridge_mcp.oauth import TokenError
 
-Status = Literal["pass", "fail", "skip"]
-_MARKS: dict[Status, str] = {"pass": "✓", "fail": "✗", "skip": "-"}
+Status = Literal["pass", "warn", "fail", "skip"]
+_MARKS: dict[Status, str] = {"pass": "✓", "warn": "!", "fail": "✗", "skip": "-"}
+_GOOD: tuple[Status, ...] = ("pass", "warn")
 _BACKEND_ERRORS = (BackendError, MissingAuthenticationError, TokenError)
 
 
@@ -47,8 +48,9 @@ class CheckResult:
 
 
 async def check_token(backend: Backend) -> CheckResult:
-    """A token for the configured mode (after ``backend.open()``): fetched (``auth0``),
-    decoded (``static``), or why per-user mode has none to check with; the mode decides."""
+    """A token for the configured mode (after ``backend.open()``): fetched (``auth0``, with
+    a warning for an opaque token or scopes not granted), decoded (``static``), or why
+    per-user mode has none to check with; the mode decides."""
     result = await backend.auth.check()
     return CheckResult("token", result.status, result.detail)
 
@@ -93,8 +95,8 @@ async def run_checks(settings: Settings) -> list[CheckResult]:
         token = await check_token(backend)
         api = await check_api(backend.api_url, backend.error_context())
         results += [token, api]
-        if token.status != "pass" or api.status != "pass":
-            reason = "no token" if token.status != "pass" else "API not reachable"
+        if token.status not in _GOOD or api.status != "pass":
+            reason = "no token" if token.status not in _GOOD else "API not reachable"
             results += [
                 CheckResult("session", "skip", f"skipped: {reason}"),
                 CheckResult("notes", "skip", f"skipped: {reason}"),
@@ -139,5 +141,6 @@ async def _check_notes(backend: Backend) -> CheckResult:
 
 
 def exit_code(results: list[CheckResult]) -> int:
-    """0 when every step passed, else 1."""
-    return 0 if all(result.status == "pass" for result in results) else 1
+    """0 when every step passed (a warning included: it says what may go wrong, and the
+    later steps show whether it did), else 1."""
+    return 0 if all(result.status in _GOOD for result in results) else 1

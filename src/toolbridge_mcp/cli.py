@@ -13,7 +13,12 @@ from loguru import logger
 
 from toolbridge_common.logs import configure_logging
 from toolbridge_common.settings import ConfigError
-from toolbridge_mcp.auth.modes.client_credentials import CLIENT_CREDENTIALS_SETTINGS
+from toolbridge_mcp.auth.modes.client_credentials import (
+    CLIENT_CREDENTIALS_SETTINGS,
+    JWT_NEEDED,
+    granted_scope,
+    scope_report,
+)
 from toolbridge_mcp.config import Settings, load_settings
 from toolbridge_mcp.oauth import TokenError, unverified_claims
 from toolbridge_mcp.tokens import TokenManager
@@ -46,29 +51,36 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
-def _scopes(claims: dict[str, Any], granted: str | None) -> str:
-    scope = claims.get("scope") or granted or claims.get("permissions") or claims.get("scp")
-    if isinstance(scope, list):
-        return " ".join(str(s) for s in scope)
-    return str(scope) if scope else "-"
-
-
-async def _fetch(manager: TokenManager) -> tuple[str, dict[str, str]]:
+async def _fetch(manager: TokenManager, settings: Settings) -> tuple[str, dict[str, Any]]:
     async with manager:
         token = await manager.get_token()
         claims = unverified_claims(token)
         expires_at = manager.expires_at or datetime.now(UTC)
         audience = claims.get("aud", manager.audience)
-        report = {
+        granted = granted_scope(manager.scope, claims)
+        _, scope_warning = scope_report(settings.auth0_scope, granted)
+        warnings = [w for w in (None if claims else JWT_NEEDED, scope_warning) if w]
+        report: dict[str, Any] = {
             "token_endpoint": manager.token_url,
             "expires_at": expires_at.isoformat(timespec="seconds"),
             "expires_in": f"{(expires_at - datetime.now(UTC)).total_seconds():.0f}s",
             "audience": " ".join(audience) if isinstance(audience, list) else str(audience or "-"),
             "subject": str(claims.get("sub", "-")),
-            "scopes": _scopes(claims, manager.scope),
+            "scopes": granted or "-",
+            "scopes_requested": settings.auth0_scope or "-",
             "format": "JWT" if claims else "opaque (not a JWT)",
+            "warnings": warnings,
         }
         return token, report
+
+
+def _token_failure(message: str, code: int, as_json: bool) -> typer.Exit:
+    """One error, printed once: a JSON object on stdout with ``--json``, else a line on
+    stderr."""
+    if as_json:
+        typer.echo(json.dumps({"error": message, "exit_code": code}, indent=2))
+        return typer.Exit(code)
+    return _fail(message, code)
 
 
 @app.command()
@@ -76,40 +88,55 @@ def token(
     show_token: Annotated[
         bool, typer.Option("--show-token", help="Also print the access token itself.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (also on failure).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show the log (on stderr).")
+    ] = False,
 ) -> None:
     """Fetch an access token with the current settings and describe it.
 
-    Prints expiry, lifetime, audience, subject and scopes; replaces the old
+    Prints expiry, lifetime, audience, subject, the scopes granted and asked for, and
+    warnings (a token that is not a JWT, scopes not granted); replaces the old
     refresh-flyio-auth0-token.sh for debugging. Exits 1 if no token can be had, 2 on bad
     settings.
     """
-    settings = _settings()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise _token_failure(str(exc), 2, as_json) from None
+    configure_logging(settings.log_level if verbose else "CRITICAL")
     try:
         manager = TokenManager.from_settings(settings)
     except ValueError:
-        raise _fail(
-            f"no client credentials configured: set {CLIENT_CREDENTIALS_SETTINGS}", 2
+        raise _token_failure(
+            f"no client credentials configured: set {CLIENT_CREDENTIALS_SETTINGS}", 2, as_json
         ) from None
     try:
-        access_token, report = asyncio.run(_fetch(manager))
+        access_token, report = asyncio.run(_fetch(manager, settings))
     except TokenError as exc:
-        raise _fail(str(exc), 1) from None
+        raise _token_failure(str(exc), 1, as_json) from None
     if show_token:
         report["access_token"] = access_token
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
+    warnings: list[str] = report.pop("warnings")
     width = max(len(key) for key in report) + 2
     for key, value in report.items():
         typer.echo(f"{key.replace('_', ' ').capitalize():<{width}}{value}")
     if not show_token:
         typer.echo(f"{'Access token':<{width}}hidden (pass --show-token to print it)")
+    for warning in warnings:
+        typer.echo(f"Warning: {warning}", err=True)
 
 
 @app.command()
 def check(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON list (also on bad settings).")
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also show the log (on stderr).")
     ] = False,

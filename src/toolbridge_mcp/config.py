@@ -11,7 +11,14 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from toolbridge_common.settings import (
@@ -21,7 +28,7 @@ from toolbridge_common.settings import (
     env_namer,
     is_loopback_host,
 )
-from toolbridge_mcp.oauth.client_auth import ClientAuthMethod
+from toolbridge_mcp.oauth.client_auth import SECRET_METHODS, ClientAuthMethod, ClientKey
 
 if TYPE_CHECKING:
     from toolbridge_mcp.auth.modes import OutboundAuth
@@ -60,13 +67,63 @@ class Settings(BaseSettings):
     auth0_audience: str | None = None
     auth0_token_url: str | None = Field(
         default=None,
-        description="Explicit token endpoint (any OAuth2 server); replaces the Auth0 domain.",
+        description="Explicit token endpoint (any OAuth2 server); replaces the Auth0 domain "
+        "and discovery.",
+    )
+    oauth_token_issuer: str | None = Field(
+        default=None,
+        description="Issuer URL of the OAuth2 server tokens come from; its token endpoint is "
+        "discovered at start (RFC 8414 `/.well-known/oauth-authorization-server`, else OpenID "
+        "`/.well-known/openid-configuration`). `TOOLBRIDGE_AUTH0_TOKEN_URL` or "
+        "`TOOLBRIDGE_AUTH0_DOMAIN` win over it.",
     )
     auth0_scope: str | None = None
-    auth0_resource: str | None = Field(default=None, description="RFC 8707 resource indicator")
-    auth0_client_auth_method: ClientAuthMethod = "client_secret_post"
+    auth0_resource: str | None = Field(
+        default=None,
+        description="RFC 8707 resource indicator: the API's URI. Servers such as "
+        "oidc-provider issue a JWT the API can verify only when it is set (else an opaque "
+        "token).",
+    )
+    auth0_client_auth_method: ClientAuthMethod = Field(
+        default="client_secret_post",
+        description="How the client authenticates at the token endpoint: the secret in the "
+        "body, or HTTP Basic (id and secret form-encoded, RFC 6749 §2.3.1), or "
+        "`private_key_jwt` (RFC 7523: a short-lived JWT signed with "
+        "`TOOLBRIDGE_OAUTH_CLIENT_PRIVATE_KEY`; no secret).",
+    )
+    oauth_client_private_key: SecretStr | None = Field(
+        default=None,
+        description="`private_key_jwt`: the client's private key, PEM (PKCS#8 or traditional, "
+        "unencrypted; RSA of 2048 bits or more signs RS256, EC P-256 ES256, P-384 ES384, "
+        "P-521 ES512, Ed25519 EdDSA) or the path of a file holding it.",
+    )
+    oauth_client_key_id: str | None = Field(
+        default=None,
+        description="`private_key_jwt`: the `kid` the identity provider knows the key by "
+        "(sent in the assertion's header; left out when unset).",
+    )
     auth0_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    token_refresh_buffer_seconds: float = Field(default=300.0, ge=0)
+    token_refresh_buffer_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Tokens living less than `TOOLBRIDGE_TOKEN_REFRESH_LONG_LIVED_SECONDS` are "
+        "refreshed this long before expiry (never later than half-life).",
+    )
+    token_refresh_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Long-lived tokens are refreshed after this fraction of their lifetime, "
+        "on a timer, calls or not; a failed refresh is retried until the token expires, so an "
+        "identity-provider outage of up to (1 - fraction) of the lifetime costs nothing.",
+    )
+    token_refresh_long_lived_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Lifetime from which a token counts as long-lived; default twice "
+        "`TOOLBRIDGE_TOKEN_REFRESH_BUFFER_SECONDS` (600 s), so every token is refreshed at "
+        "half-life. MSAL's is 7200.",
+    )
     token_request_deadline_seconds: float = Field(
         default=15.0,
         gt=0,
@@ -190,6 +247,8 @@ class Settings(BaseSettings):
         "auth0_token_url",
         "auth0_scope",
         "auth0_resource",
+        "oauth_token_issuer",
+        "oauth_client_key_id",
         "oauth_issuer",
         "oauth_jwks_url",
         "oauth_audience",
@@ -216,6 +275,7 @@ class Settings(BaseSettings):
         "tenant_header_secret",
         "jwt_token",
         "oauth_exchange_client_secret",
+        "oauth_client_private_key",
         mode="before",
     )
     @classmethod
@@ -239,7 +299,12 @@ class Settings(BaseSettings):
         return parts.netloc
 
     @field_validator(
-        "auth0_token_url", "oauth_issuer", "oauth_exchange_url", "oauth_jwks_url", "public_url"
+        "auth0_token_url",
+        "oauth_token_issuer",
+        "oauth_issuer",
+        "oauth_exchange_url",
+        "oauth_jwks_url",
+        "public_url",
     )
     @classmethod
     def _check_https_url(cls, value: str | None) -> str | None:
@@ -273,29 +338,12 @@ class Settings(BaseSettings):
             raise ValueError("must not contain a user name or password (user:pass@host)")
         return value.rstrip("/")
 
+    _client_key: ClientKey | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _no_half_configuration(self) -> Settings:
         """A half-configured block is an error, never a silent fall-back to another mode."""
-        given = {
-            "auth0_client_id": self.auth0_client_id,
-            "auth0_client_secret": self.auth0_client_secret,
-            "auth0_domain": self.auth0_domain or self.auth0_token_url,
-            "auth0_audience": self.auth0_audience or self.auth0_token_url,
-        }
-        if any(v is not None for v in given.values()) and any(v is None for v in given.values()):
-            missing = [
-                env_name(name)
-                if name != "auth0_domain"
-                else f"{env_name('auth0_domain')} (or {env_name('auth0_token_url')})"
-                for name, value in given.items()
-                if value is None
-            ]
-            raise ValueError(
-                "incomplete Auth0 client-credentials configuration: "
-                f"{', '.join(missing)} not set. Set all of {env_name('auth0_client_id')}, "
-                f"{env_name('auth0_client_secret')}, {env_name('auth0_domain')} and "
-                f"{env_name('auth0_audience')}, or none of them"
-            )
+        self._check_client_credentials()
         if (self.tenant_id is None) != (self.tenant_header_secret is None):
             missing_name = "tenant_id" if self.tenant_id is None else "tenant_header_secret"
             raise ValueError(
@@ -304,6 +352,71 @@ class Settings(BaseSettings):
             )
         self._check_per_user_oauth()
         return self
+
+    def _check_client_credentials(self) -> None:
+        """Client credentials need a client id, its credential (the secret, or the private
+        key for ``private_key_jwt``) and an endpoint (a token URL, an issuer to discover it
+        from, or an Auth0 domain, which also needs the audience)."""
+        private_key_jwt = self.auth0_client_auth_method not in SECRET_METHODS
+        credential = "oauth_client_private_key" if private_key_jwt else "auth0_client_secret"
+        endpoint = self.auth0_token_url or self.auth0_domain or self.oauth_token_issuer
+        parts: dict[str, object] = {
+            "auth0_client_id": self.auth0_client_id,
+            credential: getattr(self, credential),
+            "endpoint": endpoint,
+        }
+        if self.auth0_domain and not self.auth0_token_url:
+            parts["auth0_audience"] = self.auth0_audience  # Auth0 needs it; others may not
+        started = any(value is not None for value in parts.values()) or any(
+            value is not None
+            for value in (
+                self.auth0_client_secret,
+                self.oauth_client_private_key,
+                self.auth0_audience,
+            )
+        )
+        if not started:
+            return
+        missing = [name for name, value in parts.items() if value is None]
+        if missing:
+            endpoints = (
+                f"{env_name('auth0_token_url')}, {env_name('oauth_token_issuer')} or "
+                f"{env_name('auth0_domain')}"
+            )
+            shown = [
+                f"one of {endpoints}" if name == "endpoint" else env_name(name) for name in missing
+            ]
+            if endpoint is None:
+                where = (
+                    f" and one of {env_name('auth0_token_url')}, {env_name('oauth_token_issuer')} "
+                    f"or {env_name('auth0_domain')} (Auth0, with {env_name('auth0_audience')})"
+                )
+            elif self.auth0_domain and not self.auth0_token_url:
+                where = f" with {env_name('auth0_domain')} and {env_name('auth0_audience')}"
+            else:
+                where = ""
+            raise ValueError(
+                "incomplete OAuth client-credentials configuration: "
+                f"{', '.join(shown)} not set. Set {env_name('auth0_client_id')} and "
+                f"{env_name(credential)}{where}, or none of them"
+            )
+        if not private_key_jwt and self.oauth_client_private_key is not None:
+            raise ValueError(
+                f"{env_name('oauth_client_private_key')} is set but "
+                f"{env_name('auth0_client_auth_method')} is {self.auth0_client_auth_method}: set "
+                "it to private_key_jwt to sign in with the key, or unset the key"
+            )
+        if private_key_jwt:
+            assert self.oauth_client_private_key is not None
+            self._client_key = ClientKey.load(
+                self.oauth_client_private_key.get_secret_value(),
+                key_id=self.oauth_client_key_id,
+                setting=env_name("oauth_client_private_key"),
+            )
+
+    def client_key(self) -> ClientKey | None:
+        """The ``private_key_jwt`` signing key, loaded and checked with the settings."""
+        return self._client_key
 
     def _check_per_user_oauth(self) -> None:
         """Caller tokens are verified only where they are used: in per-user mode. Elsewhere
@@ -328,23 +441,58 @@ class Settings(BaseSettings):
         return self.outbound_mode().name
 
     def token_url(self) -> str:
-        """The token endpoint: the explicit URL, else Auth0's ``https://{domain}/oauth/token``."""
+        """The token endpoint: the explicit URL, else Auth0's ``https://{domain}/oauth/token``
+        (one discovered from ``TOOLBRIDGE_OAUTH_TOKEN_ISSUER`` is known only at start)."""
         if self.auth0_token_url:
             return self.auth0_token_url
         if self.auth0_domain:
             return f"https://{self.auth0_domain}/oauth/token"
+        if self.oauth_token_issuer:
+            raise ConfigError(
+                f"the token endpoint is discovered from {env_name('oauth_token_issuer')} at start"
+            )
         raise ConfigError(
-            f"no token endpoint: set {env_name('auth0_domain')} or {env_name('auth0_token_url')}"
+            f"no token endpoint: set {env_name('auth0_token_url')}, "
+            f"{env_name('oauth_token_issuer')} or {env_name('auth0_domain')}"
         )
 
-    def jwks_url(self) -> str:
-        """The keys callers' tokens are signed with: the explicit URL, else where Auth0 and
+    def jwks_url(self, *, discover: bool = False) -> str:
+        """The keys callers' tokens are signed with: the explicit URL; else, with
+        ``discover``, the ``jwks_uri`` of the issuer's metadata (fetched now, so at start
+        only); else, or when discovery fails (logged, naming the settings), where Auth0 and
         most OpenID providers publish them, ``{issuer}.well-known/jwks.json``."""
         if self.oauth_jwks_url:
             return self.oauth_jwks_url
-        if self.oauth_issuer:
-            return f"{self.oauth_issuer.rstrip('/')}/.well-known/jwks.json"
-        raise ConfigError(f"no JWKS: set {env_name('oauth_issuer')}")
+        if not self.oauth_issuer:
+            raise ConfigError(f"no JWKS: set {env_name('oauth_issuer')}")
+        conventional = f"{self.oauth_issuer.rstrip('/')}/.well-known/jwks.json"
+        if not discover:
+            return conventional
+        from loguru import logger
+
+        from toolbridge_common.discovery import DiscoveryError, discover_sync
+
+        try:
+            found = discover_sync(self.oauth_issuer, setting=env_name("oauth_issuer")).jwks_uri
+        except DiscoveryError as exc:
+            logger.error(
+                "{}; trying {} (set {} if the keys are elsewhere)",
+                exc,
+                conventional,
+                env_name("oauth_jwks_url"),
+            )
+            return conventional
+        if found is None:
+            logger.error(
+                "The metadata of {} names no jwks_uri; trying {} (set {} if the keys are "
+                "elsewhere)",
+                env_name("oauth_issuer"),
+                conventional,
+                env_name("oauth_jwks_url"),
+            )
+            return conventional
+        logger.info("Callers' signing keys at {} (discovered)", found)
+        return found
 
     def public_base_url(self) -> str:
         """Where MCP clients reach this server, as OAuth metadata must name it exactly."""

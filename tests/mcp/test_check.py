@@ -23,7 +23,7 @@ from tests.mcp.conftest import (
     server_env,
 )
 from tests.support.api import ApiServer
-from tests.support.idp import IdP
+from tests.support.idp import IdP, Reply
 from toolbridge_mcp.check import exit_code, run_checks
 
 STEPS = ["settings", "token", "api", "session", "notes"]
@@ -38,7 +38,7 @@ class Checked:
         self.lines = {
             line.split()[1]: line
             for line in result.stdout.splitlines()
-            if line[:2] in ("✓ ", "✗ ", "- ")
+            if line[:2] in ("✓ ", "✗ ", "- ", "! ")
         }
 
     def mark(self, step: str) -> str:
@@ -176,7 +176,8 @@ def test_bad_settings_exit_2_naming_the_variables(tmp_path: Path, api: ApiServer
     )
     assert checked.code == 2
     assert checked.mark("settings") == "✗"
-    assert "TOOLBRIDGE_AUTH0_AUDIENCE" in checked.output
+    assert "TOOLBRIDGE_AUTH0_TOKEN_URL" in checked.output
+    assert "TOOLBRIDGE_OAUTH_TOKEN_ISSUER" in checked.output
     assert "s3cret" not in checked.output
     assert not api.counter.paths
 
@@ -232,3 +233,34 @@ async def test_a_base_url_that_is_not_the_api_fails_the_session_naming_the_setti
     session = results[3].detail
     assert "not found" not in session
     assert "TOOLBRIDGE_GO_API_BASE_URL" in session
+
+
+async def test_an_opaque_token_is_a_warning_naming_the_settings_and_the_api_confirms(
+    api: ApiServer, idp: IdP
+) -> None:
+    """oidc-provider without a resource: a token, but an opaque one. The token step warns,
+    naming TOOLBRIDGE_AUTH0_RESOURCE and TOOLBRIDGE_AUTH0_AUDIENCE; the session step then
+    shows the API refusing it."""
+    idp.set_default(Reply(jwt=False))
+    results = await run_checks(mcp_settings(api.url, idp))
+    token = results[1]
+    assert token.status == "warn"
+    assert token.line().startswith("! token")
+    assert "not a JWT" in token.detail
+    assert "TOOLBRIDGE_AUTH0_RESOURCE" in token.detail
+    assert "TOOLBRIDGE_AUTH0_AUDIENCE" in token.detail
+    assert results[3].status == "fail"
+    assert "not a well-formed JWT" in results[3].detail
+    assert exit_code(results) == 1
+
+
+async def test_scopes_granted_and_asked_are_reported(api: ApiServer, idp: IdP) -> None:
+    idp.set_default(Reply(granted_scope="read:notes"))
+    results = await run_checks(mcp_settings(api.url, idp, auth0_scope="read:notes write:notes"))
+    token = results[1]
+    assert token.status == "warn"
+    assert "scopes granted: read:notes (asked: read:notes write:notes)" in token.detail
+    assert "did not grant write:notes" in token.detail
+    assert "TOOLBRIDGE_AUTH0_SCOPE" in token.detail
+    assert [r.status for r in results[2:]] == ["pass"] * 3
+    assert exit_code(results) == 0, "a warning alone does not fail the check"

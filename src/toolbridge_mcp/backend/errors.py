@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from fastmcp.exceptions import ToolError
 
+from toolbridge_mcp.auth.bearer import UNKNOWN_KEY_TEXT
 from toolbridge_mcp.auth.modes import MissingAuthenticationError
 from toolbridge_mcp.oauth import TokenError, parse_retry_after
 
@@ -129,6 +130,9 @@ class ErrorContext:
     list_tool: str | None = None
     auth_hint: str | None = None
     """What to check when the API refuses the token: the auth mode's ``error_hint``."""
+    write: str | None = None
+    """The write the call made (``create``, ``update``, ...); ``None`` for reads. A write
+    without an answer may have been applied: the message says how to check."""
 
 
 _TENANT_SUSPECT = (
@@ -168,6 +172,14 @@ def _auth_message(exc: ApiError, ctx: ErrorContext) -> str:
     token = _token_suspect(ctx)
     tenant = _TENANT_SUSPECT if ctx.tenant_configured else _TENANT_UNSET
     said = f"HTTP {exc.status}: {exc.message}"
+    if exc.status == 401 and UNKNOWN_KEY_TEXT in exc.message:
+        return (
+            f"The ToolBridge API does not know the key the token is signed with ({said}), even "
+            "after re-reading the identity provider's keys. If the identity provider has just "
+            "rotated its keys, retry in a few seconds; otherwise the token comes from another "
+            "identity provider than the API's keys (compare the token endpoint or issuer here "
+            "with the API's TOOLBRIDGE_API_JWKS_URL or TOOLBRIDGE_API_ISSUER)."
+        )
     if exc.status == 401 and _mentions_tenant(exc):
         return (
             f"The ToolBridge API refused the tenant headers ({said}). First suspect, the "
@@ -226,6 +238,11 @@ def _api_message(exc: ApiError, ctx: ErrorContext) -> str:
     if status == 429:
         wait = f"{math.ceil(exc.retry_after)} s" if exc.retry_after is not None else "a minute"
         return f"The ToolBridge API rate limit was reached; retry in {wait}."
+    if status >= 500 and ctx.write is not None:
+        said = f"HTTP {status}: {exc.message}"
+        if "nothing was written" in exc.message:
+            return f"ToolBridge API unavailable at {ctx.api_url} ({said}); try again shortly."
+        return f"ToolBridge API failed at {ctx.api_url} ({said}). {_maybe_applied(ctx)}"
     if status >= 500:
         return f"ToolBridge API unavailable at {ctx.api_url} (HTTP {status}); try again shortly."
     if status < 400:
@@ -236,6 +253,28 @@ def _api_message(exc: ApiError, ctx: ErrorContext) -> str:
     return f"The ToolBridge API answered HTTP {status}: {exc.message}"
 
 
+def _maybe_applied(ctx: ErrorContext) -> str:
+    """A write whose answer was lost: what may have happened and how to check, never "try
+    again" (a create repeated without its uid would store a second item)."""
+    subject = _subject(ctx)
+    get_tool = ctx.get_tool or "the get tool"
+    if ctx.write == "create" and ctx.uid:
+        return (
+            f"The create of {subject} may have been applied. Check with "
+            f"{get_tool}(uid={ctx.uid!r}); if it is not there, repeat the create with "
+            f"uid={ctx.uid!r}, which cannot make a second one."
+        )
+    if ctx.write == "create":
+        return (
+            f"The create may have been applied. Check with {ctx.list_tool or 'the list tool'} "
+            "before creating it again."
+        )
+    return (
+        f"The {ctx.write} of {subject} may have been applied. Check with {get_tool} "
+        "(its version and fields) before repeating it."
+    )
+
+
 def to_tool_error(exc: Exception, ctx: ErrorContext) -> ToolError:
     """The :class:`ToolError` for a failed backend call; re-raises anything unexpected."""
     if isinstance(exc, ApiError):
@@ -243,6 +282,11 @@ def to_tool_error(exc: Exception, ctx: ErrorContext) -> ToolError:
         if exc.correlation_id:
             message += f" (correlation id {exc.correlation_id})"
         return ToolError(message)
+    if isinstance(exc, ApiUnavailableError) and ctx.write is not None:
+        return ToolError(
+            f"ToolBridge API did not answer at {ctx.api_url} ({exc.reason}). "
+            f"{_maybe_applied(ctx)}"
+        )
     if isinstance(exc, ApiUnavailableError):
         return ToolError(
             f"ToolBridge API unavailable at {ctx.api_url} ({exc.reason}); check that it is "

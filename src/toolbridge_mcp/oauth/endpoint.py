@@ -16,9 +16,11 @@ import httpx
 from loguru import logger
 from pydantic import SecretStr
 
+from toolbridge_common.discovery import DiscoveryError, discover
 from toolbridge_mcp.oauth.client_auth import (
     ClientAuthentication,
     ClientAuthMethod,
+    ClientKey,
     client_authentication,
 )
 from toolbridge_mcp.oauth.errors import TokenError, error_from_response
@@ -48,7 +50,7 @@ class TokenEndpoint:
     def client_credentials(
         cls,
         client_id: str,
-        client_secret: str | SecretStr,
+        client_secret: str | SecretStr | None = None,
         *,
         domain: str | None = None,
         token_url: str | None = None,
@@ -56,33 +58,47 @@ class TokenEndpoint:
         scope: str | None = None,
         resource: str | None = None,
         auth_method: ClientAuthMethod = "client_secret_post",
+        client_key: ClientKey | None = None,
     ) -> TokenEndpoint:
         """Client credentials at Auth0 (``domain``: ``POST https://{domain}/oauth/token``,
-        JSON) or at any RFC 6749 server (``token_url``: form body)."""
+        JSON) or at any RFC 6749 server (``token_url``: form body). The client proves itself
+        with ``client_secret``, or with ``client_key`` for ``private_key_jwt``."""
         if not (token_url or domain):
             raise ValueError("a client-credentials token endpoint needs a domain or a token_url")
-        secret = client_secret if isinstance(client_secret, SecretStr) else SecretStr(client_secret)
+        secret = (
+            client_secret
+            if client_secret is None or isinstance(client_secret, SecretStr)
+            else SecretStr(client_secret)
+        )
         return cls(
             token_url=token_url or f"https://{domain}/oauth/token",
             grant=ClientCredentialsGrant(audience=audience, scope=scope, resource=resource),
-            client_auth=client_authentication(auth_method, client_id, secret),
+            client_auth=client_authentication(
+                auth_method, client_id, secret, client_key=client_key
+            ),
             json_body=token_url is None,
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TokenEndpoint:
-        """The client-credentials endpoint of the ``TOOLBRIDGE_AUTH0_*`` settings."""
-        if settings.auth0_client_id is None or settings.auth0_client_secret is None:
-            raise ValueError("Auth0 client credentials are not configured")
+    def from_settings(cls, settings: Settings, *, token_url: str | None = None) -> TokenEndpoint:
+        """The client-credentials endpoint of the ``TOOLBRIDGE_AUTH0_*`` and
+        ``TOOLBRIDGE_OAUTH_CLIENT_*`` settings; ``token_url``: the one discovered from
+        ``TOOLBRIDGE_OAUTH_TOKEN_ISSUER`` (explicit settings win over it)."""
+        if settings.auth0_client_id is None:
+            raise ValueError("OAuth client credentials are not configured")
+        explicit = settings.auth0_token_url
+        if not (explicit or settings.auth0_domain or token_url):
+            raise ValueError("no token endpoint: it must be discovered first")
         return cls.client_credentials(
             settings.auth0_client_id,
             settings.auth0_client_secret,
             domain=settings.auth0_domain,
-            token_url=settings.auth0_token_url,
+            token_url=explicit or (None if settings.auth0_domain else token_url),
             audience=settings.auth0_audience,
             scope=settings.auth0_scope,
             resource=settings.auth0_resource,
             auth_method=settings.auth0_client_auth_method,
+            client_key=settings.client_key(),
         )
 
     @property
@@ -155,12 +171,22 @@ class TokenClient:
         self._owns_http = http_client is None
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: Any) -> TokenClient:
+    def from_settings(
+        cls, settings: Settings, *, token_url: str | None = None, **options: Any
+    ) -> TokenClient | DiscoveringTokenClient:
         """The client of the ``TOOLBRIDGE_AUTH0_*`` and ``TOOLBRIDGE_TOKEN_*`` settings;
-        ``options`` as for the constructor."""
+        ``options`` as for the constructor. With only ``TOOLBRIDGE_OAUTH_TOKEN_ISSUER`` (and
+        no ``token_url`` discovered already) a :class:`DiscoveringTokenClient`."""
         options.setdefault("retry", RetryPolicy.from_settings(settings))
         options.setdefault("timeout", settings.auth0_timeout_seconds)
-        return cls(TokenEndpoint.from_settings(settings), **options)
+        issuer = settings.oauth_token_issuer
+        if not (settings.auth0_token_url or settings.auth0_domain or token_url) and issuer:
+            return DiscoveringTokenClient(
+                issuer,
+                lambda url: TokenEndpoint.from_settings(settings, token_url=url),
+                **options,
+            )
+        return cls(TokenEndpoint.from_settings(settings, token_url=token_url), **options)
 
     @property
     def token_url(self) -> str:
@@ -174,6 +200,11 @@ class TokenClient:
     def cache_key(self) -> str:
         return self.endpoint.cache_key
 
+    @property
+    def deadline(self) -> float:
+        """Longest a token request may take, all retries included."""
+        return self.retry.deadline
+
     async def fetch(self, clock: Clock = time.monotonic) -> IssuedToken:
         """A new token; :class:`TokenError` (logged per attempt) when none can be had."""
         attempts = 0
@@ -186,10 +217,11 @@ class TokenClient:
                     self._client(), http_timeout=self._timeout, clock=clock
                 )
             except TokenError as exc:
+                of = f"/{self.retry.attempts}" if self.retry.attempts else ""
                 logger.warning(
-                    "Token request attempt {}/{} to {} failed: {}",
+                    "Token request attempt {}{} to {} failed: {}",
                     attempts,
-                    self.retry.attempts,
+                    of,
                     self.token_url,
                     exc.reason,
                 )
@@ -199,14 +231,8 @@ class TokenClient:
             return await self.retry.call(token_request)
         except TokenError:
             raise
-        except DeadlineExceeded:
-            raise TokenError(
-                f"No token from {self.token_url} within {self.retry.deadline:g}s "
-                "(TOOLBRIDGE_TOKEN_REQUEST_DEADLINE_SECONDS): the identity provider is slow "
-                "or unreachable",
-                retryable=True,
-                cause="deadline exceeded",
-            ) from None
+        except DeadlineExceeded as exc:
+            raise deadline_error(self.token_url, self.retry.deadline, exc.last) from None
         except Exception as exc:
             # Not the IdP's doing (a bad URL, a bug): still a TokenError, counted and logged
             # by the caller. Type and message only: a traceback could show locals.
@@ -226,3 +252,113 @@ class TokenClient:
             self._http = httpx.AsyncClient(timeout=self._timeout)
             self._owns_http = True
         return self._http
+
+
+ISSUER_SETTING = "TOOLBRIDGE_OAUTH_TOKEN_ISSUER"
+
+
+def deadline_error(token_url: str, deadline: float, last: TokenError | None) -> TokenError:
+    """No token within ``deadline`` seconds; says what the last attempt got, if one ended."""
+    why = (
+        f": the last attempt failed: {last}"
+        if last is not None
+        else ": the identity provider is slow or unreachable"
+    )
+    return TokenError(
+        f"No token from {token_url} within {deadline:g}s "
+        f"(TOOLBRIDGE_TOKEN_REQUEST_DEADLINE_SECONDS){why}",
+        error_code=None if last is None else last.error_code,
+        status_code=None if last is None else last.status_code,
+        retryable=True,
+        cause="deadline exceeded",
+    )
+
+
+class DiscoveringTokenClient:
+    """A :class:`TokenClient` whose token endpoint is discovered from ``issuer``'s metadata
+    (:mod:`toolbridge_common.discovery`) by its first :meth:`fetch` — when the server
+    starts — and kept for good. A failed discovery is a :class:`TokenError` naming the
+    setting, so the token manager retries it like a failed token request."""
+
+    def __init__(
+        self,
+        issuer: str,
+        endpoint_at: Callable[[str], TokenEndpoint],
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float = 10.0,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.issuer = issuer
+        self._endpoint_at = endpoint_at
+        self.retry = retry or RetryPolicy()
+        self._timeout = timeout
+        self._http = http_client
+        self._client: TokenClient | None = None
+        # Before discovery the tokens are named by the issuer, the client and the request.
+        self._placeholder = endpoint_at(issuer)
+
+    @property
+    def token_url(self) -> str:
+        """The discovered endpoint, or the issuer while it is not known yet."""
+        return self._client.token_url if self._client is not None else self.issuer
+
+    @property
+    def audience(self) -> str | None:
+        return self._placeholder.audience
+
+    @property
+    def cache_key(self) -> str:
+        return self._placeholder.cache_key
+
+    @property
+    def deadline(self) -> float:
+        return self.retry.deadline
+
+    @property
+    def endpoint(self) -> TokenEndpoint | None:
+        """The token endpoint, once discovered."""
+        return None if self._client is None else self._client.endpoint
+
+    async def fetch(self, clock: Clock = time.monotonic) -> IssuedToken:
+        """Discover the endpoint if not done yet, then get a token from it."""
+        if self._client is None:
+            token_url = await self._discover()
+            self._client = TokenClient(
+                self._endpoint_at(token_url),
+                retry=self.retry,
+                timeout=self._timeout,
+                http_client=self._http,
+            )
+            logger.info(
+                "Token endpoint {} discovered from {}={}", token_url, ISSUER_SETTING, self.issuer
+            )
+        return await self._client.fetch(clock)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _discover(self) -> str:
+        async def attempt() -> str:
+            try:
+                metadata = await discover(self.issuer, setting=ISSUER_SETTING, http=self._http)
+            except DiscoveryError as exc:
+                raise TokenError(str(exc), retryable=exc.retryable, cause="discovery") from None
+            if metadata.token_endpoint is None:
+                raise TokenError(
+                    f"The metadata of {ISSUER_SETTING}={self.issuer} ({metadata.metadata_url}) "
+                    "names no token_endpoint: set TOOLBRIDGE_AUTH0_TOKEN_URL"
+                )
+            return metadata.token_endpoint
+
+        try:
+            return await self.retry.call(attempt)
+        except DeadlineExceeded as exc:
+            why = f": {exc.last}" if exc.last is not None else ": it is slow or unreachable"
+            raise TokenError(
+                f"No authorization server metadata for {ISSUER_SETTING}={self.issuer} within "
+                f"{self.retry.deadline:g}s{why}",
+                retryable=True,
+                cause="deadline exceeded",
+            ) from None

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import jwt
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from toolbridge_mcp.oauth.errors import TokenError
 
@@ -22,6 +22,21 @@ class TokenResponse(BaseModel):
     token_type: str = "Bearer"  # noqa: S105 - the token type name, not a secret
     expires_in: int | None = Field(default=None, gt=0)
     scope: str | None = None
+    refresh_in: float | None = None
+    """When to refresh, in seconds after issue, if the server advises it (Microsoft Entra
+    does); a value that is not a positive number is ignored."""
+
+    @field_validator("refresh_in", mode="before")
+    @classmethod
+    def _lenient_refresh_in(cls, value: Any) -> Any:
+        """Advice only: an unusable value must not cost the token."""
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            return None
+        return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +48,8 @@ class IssuedToken:
     lifetime: float
     requested_at: float
     scope: str | None = None
+    refresh_in: float | None = None
+    """The server's advice: refresh this many seconds after ``requested_at``."""
 
 
 def parse_token_response(
@@ -62,7 +79,11 @@ def parse_token_response(
     value = token.access_token.get_secret_value()
     lifetime = token.expires_in if token.expires_in is not None else _jwt_lifetime(value)
     return IssuedToken(
-        value=value, lifetime=float(lifetime), requested_at=requested_at, scope=token.scope
+        value=value,
+        lifetime=float(lifetime),
+        requested_at=requested_at,
+        scope=token.scope,
+        refresh_in=token.refresh_in,
     )
 
 

@@ -3,7 +3,9 @@
 Network errors, timeouts, 408, 429 and 5xx are retried with exponential backoff and
 jitter; a ``Retry-After`` is honoured when it fits before the deadline; anything else (a
 wrong secret, a missing grant) fails at once. One deadline bounds all attempts and waits
-together, so a caller with no token never waits on the identity provider longer than it.
+together, so a caller with no token never waits on the identity provider longer than it;
+by default the attempts go on until that deadline (an identity provider refusing connections
+for a few seconds does not fail a caller that could have waited 15 s).
 """
 
 from __future__ import annotations
@@ -24,15 +26,21 @@ T = TypeVar("T")
 
 
 class DeadlineExceeded(TimeoutError):
-    """The policy's deadline ended the attempts (not a timeout raised inside one)."""
+    """The policy's deadline ended the attempts (not a timeout raised inside one);
+    ``last`` is the failure of the last attempt that finished, if any."""
+
+    def __init__(self, last: TokenError | None = None) -> None:
+        super().__init__("deadline exceeded")
+        self.last = last
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """``attempts`` tries at most, waits from ``wait_initial`` doubling up to ``wait_max``
-    (plus up to ``wait_initial`` of jitter), all within ``deadline`` seconds."""
+    """``attempts`` tries at most (``None``: as many as fit), waits from ``wait_initial``
+    doubling up to ``wait_max`` (plus up to ``wait_initial`` of jitter), all within
+    ``deadline`` seconds."""
 
-    attempts: int = 4
+    attempts: int | None = None
     wait_initial: float = 0.2
     wait_max: float = 5.0
     deadline: float = 15.0
@@ -47,8 +55,12 @@ class RetryPolicy:
         :class:`TokenError`, or :class:`DeadlineExceeded` when the deadline ends it."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.deadline
+        last: TokenError | None = None
 
         def retry_or_wait(exc: Exception) -> bool | float:
+            nonlocal last
+            if isinstance(exc, TokenError):
+                last = exc
             if not isinstance(exc, TokenError) or not exc.retryable:
                 return False
             if exc.retry_after is None:
@@ -69,5 +81,5 @@ class RetryPolicy:
                 return await retrying()
         except TimeoutError:
             if deadline.expired():
-                raise DeadlineExceeded from None
+                raise DeadlineExceeded(last) from None
             raise

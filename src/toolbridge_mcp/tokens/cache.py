@@ -24,6 +24,8 @@ class CachedToken:
     expires_at: float
     """Unix time (seconds) when it expires."""
     scope: str | None = None
+    refresh_in: float | None = None
+    """The identity provider's refresh advice, seconds after issue, if it gave one."""
 
 
 class TokenCache(Protocol):

@@ -1,11 +1,15 @@
-"""Access tokens cached and refreshed ahead of expiry.
+"""Access tokens cached, refreshed ahead of expiry on a timer, served through outages.
 
 Why it is shaped this way: callers must never wait on the identity provider once a token
-exists. A cached token is returned after one clock comparison; once its remaining lifetime
-falls inside the refresh window, a single background task renews it while callers keep
-getting the current token; if the provider fails, the current token is served until it
-actually expires and the renewal is retried with jittered backoff. Only a caller with no
-usable token waits, on the one request in flight, bounded by one overall deadline.
+exists. A cached token is returned after one clock comparison. When a token arrives, a timer
+is set for its refresh time (:class:`~toolbridge_mcp.tokens.RefreshSchedule`: half-life for
+long-lived tokens), so it is renewed whether or not calls come in, and an idle server always
+holds a valid token. Renewal runs as one background task while callers keep getting the
+current token; if the identity provider fails, the current token is served until it actually
+expires and the timer retries with jittered backoff. After a failure (a 429's ``Retry-After``
+included) there is one cool-down for everyone: no caller and no timer sends a token request
+before it ends. Only a caller with no usable token waits — for the cool-down if it ends within
+its deadline, then on the one request in flight — bounded by one overall deadline.
 
 The parts: a :class:`TokenSource` gets new tokens (:class:`~toolbridge_mcp.oauth.TokenClient`:
 grant, client authentication, retries), a :class:`~toolbridge_mcp.tokens.RefreshSchedule`
@@ -16,6 +20,8 @@ manager, :class:`~toolbridge_mcp.tokens.TokenStats` counts for health and metric
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -29,14 +35,16 @@ from pydantic import SecretStr
 from toolbridge_common.singleflight import SingleFlight
 from toolbridge_mcp.oauth import (
     ClientAuthMethod,
+    ClientKey,
     IssuedToken,
     RetryPolicy,
     TokenClient,
     TokenEndpoint,
     TokenError,
 )
+from toolbridge_mcp.oauth.endpoint import deadline_error
 from toolbridge_mcp.tokens.cache import CachedToken, MemoryTokenCache, TokenCache
-from toolbridge_mcp.tokens.schedule import RefreshSchedule, ScheduledToken
+from toolbridge_mcp.tokens.schedule import MIN_RETRY_WAIT, RefreshSchedule, ScheduledToken
 from toolbridge_mcp.tokens.stats import TokenStats
 
 if TYPE_CHECKING:
@@ -45,6 +53,7 @@ if TYPE_CHECKING:
 Clock = Callable[[], float]
 _NEVER = float("-inf")
 FETCH_TASK_NAME = "toolbridge-token-fetch"
+_DEADLINE_GRACE = 0.25
 
 
 class TokenSource(Protocol):
@@ -61,6 +70,11 @@ class TokenSource(Protocol):
         """Names the tokens this source issues in a :class:`TokenCache`."""
         ...
 
+    @property
+    def deadline(self) -> float:
+        """Longest one :meth:`fetch` takes, retries included; also a waiting caller's bound."""
+        ...
+
     async def fetch(self, clock: Clock) -> IssuedToken:
         """A new token, its lifetime counted from ``clock()`` at sending; or TokenError."""
         ...
@@ -73,7 +87,11 @@ class TokenManager:
 
     ``cache`` (default: one of its own in memory) is consulted before asking ``source`` and
     given every new token. ``clock`` is injectable so that expiry can be tested without
-    waiting; it must be monotonic.
+    waiting; it must be monotonic. The refresh timer sleeps for what ``clock`` says is left
+    (real seconds) and checks ``clock`` again when it wakes, so a clock moved by hand never
+    makes it refresh early. ``deadline``: the longest a caller without a usable token waits
+    (default: the source's). ``timer=False`` renews only when a call finds the token due (for
+    tokens nobody may need again, such as one exchanged for a user who has gone).
     """
 
     def __init__(
@@ -83,11 +101,15 @@ class TokenManager:
         schedule: RefreshSchedule | None = None,
         cache: TokenCache | None = None,
         clock: Clock = time.monotonic,
+        deadline: float | None = None,
+        timer: bool = True,
     ) -> None:
         self._source = source
+        self._use_timer = timer
         self._schedule = schedule or RefreshSchedule()
         self._cache: TokenCache = cache if cache is not None else MemoryTokenCache()
         self._clock = clock
+        self._deadline = deadline if deadline is not None else source.deadline
         self._unix_offset = time.time() - clock()
         self._key = source.cache_key
         self._flight: SingleFlight[str, ScheduledToken] = SingleFlight(FETCH_TASK_NAME)
@@ -98,12 +120,16 @@ class TokenManager:
         self._serve_until = _NEVER
         self._rejected: str | None = None
         self._closed = False
+        self._cooldown_until = _NEVER
+        """No token request before this (manager clock), for any caller or the timer."""
+        self._last_error: TokenError | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def client_credentials(
         cls,
         client_id: str,
-        client_secret: str | SecretStr,
+        client_secret: str | SecretStr | None = None,
         domain: str | None = None,
         audience: str | None = None,
         *,
@@ -111,6 +137,7 @@ class TokenManager:
         scope: str | None = None,
         resource: str | None = None,
         auth_method: ClientAuthMethod = "client_secret_post",
+        client_key: ClientKey | None = None,
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         schedule: RefreshSchedule | None = None,
@@ -119,7 +146,8 @@ class TokenManager:
         clock: Clock = time.monotonic,
     ) -> TokenManager:
         """The seed's manager: OAuth2 client credentials at Auth0 (``domain``: JSON body to
-        ``https://{domain}/oauth/token``) or any RFC 6749 server (``token_url``: form body)."""
+        ``https://{domain}/oauth/token``) or any RFC 6749 server (``token_url``: form body).
+        ``client_key`` with ``auth_method="private_key_jwt"`` instead of a secret."""
         endpoint = TokenEndpoint.client_credentials(
             client_id,
             client_secret,
@@ -129,6 +157,7 @@ class TokenManager:
             scope=scope,
             resource=resource,
             auth_method=auth_method,
+            client_key=client_key,
         )
         client = TokenClient(endpoint, retry=retry, timeout=timeout, http_client=http_client)
         return cls(client, schedule=schedule, cache=cache, clock=clock)
@@ -138,18 +167,25 @@ class TokenManager:
         cls,
         settings: Settings,
         *,
+        token_url: str | None = None,
         retry: RetryPolicy | None = None,
         cache: TokenCache | None = None,
         http_client: httpx.AsyncClient | None = None,
         clock: Clock = time.monotonic,
     ) -> TokenManager:
-        """The manager of the ``TOOLBRIDGE_AUTH0_*`` and ``TOOLBRIDGE_TOKEN_*`` settings
-        (``retry``: instead of the settings' deadline and default waits)."""
+        """The manager of the ``TOOLBRIDGE_AUTH0_*``, ``TOOLBRIDGE_OAUTH_CLIENT_*`` and
+        ``TOOLBRIDGE_TOKEN_*`` settings (``retry``: instead of the settings' deadline and
+        default waits; ``token_url``: the one discovered from ``TOOLBRIDGE_OAUTH_TOKEN_ISSUER``,
+        see :func:`toolbridge_mcp.oauth.discover_token_url`)."""
         client = TokenClient.from_settings(
-            settings, retry=retry or RetryPolicy.from_settings(settings), http_client=http_client
+            settings,
+            token_url=token_url,
+            retry=retry or RetryPolicy.from_settings(settings),
+            http_client=http_client,
         )
-        schedule = RefreshSchedule(refresh_buffer=settings.token_refresh_buffer_seconds)
-        return cls(client, schedule=schedule, cache=cache, clock=clock)
+        return cls(
+            client, schedule=RefreshSchedule.from_settings(settings), cache=cache, clock=clock
+        )
 
     async def get_token(self) -> str:
         """A valid access token; waits on the identity provider only when none is usable."""
@@ -160,14 +196,42 @@ class TokenManager:
     async def _get_token_slow(self) -> str:
         if self._closed:
             raise RuntimeError("TokenManager is closed")
-        token = self._token
-        if token is not None and self._clock() < token.usable_until:
-            renewal = self._flight.start(self._key, self._renew)
-            if not renewal.done():  # a finished one is about to leave; the next call retries
-                self._serve_until = token.usable_until
+        token = self._usable()
+        if token is not None:
+            if self._clock() >= self._cooldown_until:
+                renewal = self._flight.start(self._key, self._renew)
+                if not renewal.done():  # a finished one is about to leave; the next call retries
+                    self._serve_until = token.usable_until
             return token.value
-        renewed = await self._flight.run(self._key, self._renew)
-        return renewed.value
+        return await self._wait_for_token()
+
+    async def _wait_for_token(self) -> str:
+        """No usable token: wait for the shared cool-down if it ends within the deadline,
+        then for the one request in flight, all within ``deadline`` seconds (and a moment
+        more, so that a request this caller started ends by its own deadline first and the
+        caller learns why it failed)."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._deadline
+        deadline = asyncio.timeout_at(give_up_at + _DEADLINE_GRACE)
+        try:
+            async with deadline:
+                wait = self._cooldown_until - self._clock()
+                if wait > 0 and self._flight.running(self._key) is None:
+                    error = self._last_error
+                    if error is not None and (
+                        not error.retryable or wait > give_up_at - loop.time()
+                    ):
+                        raise _cooling_down(error, wait)
+                    await asyncio.sleep(wait)
+                    token = self._usable()
+                    if token is not None:  # the timer's refresh got one meanwhile
+                        return token.value
+                renewed = await self._flight.run(self._key, self._renew)
+                return renewed.value
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise deadline_error(self.token_url, self._deadline, self._last_error) from None
 
     def invalidate(self, rejected_token: str) -> bool:
         """Forget the cached token if it is the one the API rejected (401), so the next
@@ -188,15 +252,17 @@ class TokenManager:
 
     async def start(self) -> None:
         """Fetch the first token now, so the first caller does not wait. A failure is
-        logged and shows in :attr:`stats`; the next :meth:`get_token` tries again."""
+        logged and shows in :attr:`stats`; the refresh timer keeps trying."""
         try:
             await self.get_token()
         except TokenError:
             return
 
     async def close(self) -> None:
-        """Cancel a renewal in flight and release the source; nothing is left running."""
+        """Stop the refresh timer, cancel a renewal in flight and release the source;
+        nothing is left running."""
         self._closed = True
+        self._disarm()
         self._serve_until = _NEVER
         self._token = None
         self._value = ""
@@ -233,9 +299,51 @@ class TokenManager:
         return datetime.now(UTC) + timedelta(seconds=token.expires_at - self._clock())
 
     @property
+    def next_refresh_at(self) -> datetime | None:
+        """When the timer asks for the next token (UTC): the refresh time, or the end of
+        a cool-down after a failure; ``None`` when nothing is scheduled."""
+        if self._timer is None or self._closed:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=max(0.0, self._due_at() - self._clock()))
+
+    @property
     def scope(self) -> str | None:
         """The scopes the identity provider granted to the cached token, if it said."""
         return None if self._token is None else self._token.scope
+
+    def _usable(self) -> ScheduledToken | None:
+        token = self._token
+        return token if token is not None and self._clock() < token.usable_until else None
+
+    def _due_at(self) -> float:
+        """When the next token request is due (manager clock)."""
+        token = self._usable()
+        if token is None:
+            return self._cooldown_until
+        return max(token.refresh_at, self._cooldown_until)
+
+    def _arm(self) -> None:
+        """(Re)set the refresh timer for :meth:`_due_at`."""
+        self._disarm()
+        if self._closed or not self._use_timer:
+            return
+        delay = max(0.0, self._due_at() - self._clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _on_timer(self) -> None:
+        """The timer: renew now if due (the outcome re-arms it), else sleep on."""
+        self._timer = None
+        if self._closed:
+            return
+        if self._clock() < self._due_at():
+            self._arm()
+            return
+        self._flight.start(self._key, self._renew)
 
     async def _renew(self) -> ScheduledToken:
         """The one renewal in flight: a newer token from the cache, else from the source."""
@@ -252,10 +360,15 @@ class TokenManager:
             lifetime=issued.lifetime,
             expires_at=issued.requested_at + issued.lifetime,
             scope=issued.scope,
+            refresh_in=issued.refresh_in,
         )
-        self._install(token, fetched=True)
+        self._install(token, fetched=True, refresh_in=issued.refresh_in)
         stored = CachedToken(
-            token.value, token.lifetime, token.expires_at + self._unix_offset, token.scope
+            token.value,
+            token.lifetime,
+            token.expires_at + self._unix_offset,
+            token.scope,
+            issued.refresh_in,
         )
         try:
             await self._cache.put(self._key, stored)
@@ -281,47 +394,76 @@ class TokenManager:
             lifetime=cached.lifetime,
             expires_at=cached.expires_at - self._unix_offset,
             scope=cached.scope,
+            refresh_in=cached.refresh_in,
         )
         if self._clock() >= token.refresh_at:
             return None
-        self._install(token, fetched=False)
+        self._install(token, fetched=False, refresh_in=cached.refresh_in)
         return token
 
-    def _install(self, token: ScheduledToken, *, fetched: bool) -> None:
+    def _install(self, token: ScheduledToken, *, fetched: bool, refresh_in: float | None) -> None:
         self._token = token
         self._value = token.value
         self._serve_until = token.refresh_at
         self._rejected = None
+        self._cooldown_until = _NEVER
+        self._last_error = None
+        self._arm()
         now = self._clock()
         expires = self.stats.record_success(fetched=fetched) + timedelta(
             seconds=token.expires_at - now
         )
         logger.info(
-            "Access token {}: valid for {:.0f}s{}, expires at {}, next refresh in {:.0f}s "
+            "Access token {}: valid for {:.0f}s{}, expires at {}, next refresh in {:.0f}s{} "
             "(audience {}, endpoint {})",
             "refreshed" if fetched else "taken from the token cache",
             token.lifetime if fetched else token.expires_at - now,
             "" if fetched else " more",
             expires.isoformat(timespec="seconds"),
             token.refresh_at - now,
+            " (the identity provider's refresh_in)" if refresh_in else "",
             self._source.audience or "-",
             self._source.token_url,
         )
 
     def _record_failure(self, exc: TokenError) -> None:
         self.stats.record_failure(exc.reason)
-        token, now = self._token, self._clock()
-        if token is None or now >= token.usable_until:
+        now, token = self._clock(), self._usable()
+        remaining = None if token is None else token.usable_until - now
+        delay = self._schedule.backoff(
+            self.stats.failure_count, exc.retry_after, remaining=remaining, retryable=exc.retryable
+        )
+        if token is None and exc.retryable and exc.retry_after is None:
+            # Callers are waiting: a cool-down of our own choosing always fits their deadline.
+            delay = min(delay, max(self._deadline / 2, MIN_RETRY_WAIT))
+        self._cooldown_until = now + delay
+        self._last_error = exc
+        if not self._closed:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule
+                self._arm()
+        if token is None:
             self._serve_until = _NEVER
-            logger.error("No access token: {}", exc)
+            logger.error("No access token: {}; next attempt in {:.1f}s", exc, delay)
             return
-        delay = self._schedule.backoff(self.stats.failure_count, exc.retry_after)
-        self._serve_until = min(now + delay, token.usable_until)
+        self._serve_until = min(self._cooldown_until, token.usable_until)
         logger.error(
             "Token refresh failed ({}); still serving the current token, valid for {:.0f}s "
             "more; next attempt in {:.1f}s. {}",
             exc.reason,
             token.expires_at - now,
-            self._serve_until - now,
+            delay,
             exc,
         )
+
+
+def _cooling_down(error: TokenError, wait: float) -> TokenError:
+    """The last failure, raised again without a request: the shared cool-down after it
+    lasts ``wait`` more seconds (longer than the caller may wait, or it cannot heal)."""
+    return TokenError(
+        f"{error} (no new token request for {wait:.1f}s)",
+        error_code=error.error_code,
+        status_code=error.status_code,
+        retryable=error.retryable,
+        retry_after=wait,
+        cause=error.cause,
+    )

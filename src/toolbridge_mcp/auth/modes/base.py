@@ -49,7 +49,8 @@ class AuthHealth:
 class AuthCheck:
     """The token step of ``toolbridge-mcp check``: passed, failed or skipped, and why."""
 
-    status: Literal["pass", "fail", "skip"]
+    status: Literal["pass", "warn", "fail", "skip"]
+    """``warn``: a token, but one the API will likely refuse or limit (said in ``detail``)."""
     detail: str
 
 

@@ -1,4 +1,5 @@
-"""``auth0`` mode: OAuth2 client-credentials tokens from a :class:`TokenManager`."""
+"""``auth0`` mode: OAuth2 client-credentials tokens from a :class:`TokenManager` (Auth0 or
+any OAuth2 server; the mode keeps the seed's name)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,54 @@ from loguru import logger
 from toolbridge_mcp.auth.bearer import BearerAuth
 from toolbridge_mcp.auth.modes.base import AuthCheck, AuthHealth, OutboundAuth
 from toolbridge_mcp.config import env_name
-from toolbridge_mcp.oauth import TokenError
-from toolbridge_mcp.tokens import TokenManager
+from toolbridge_mcp.oauth import TokenError, unverified_claims
+from toolbridge_mcp.tokens import RefreshSchedule, TokenManager
 
 if TYPE_CHECKING:
     from toolbridge_mcp.config import Settings
 
 CLIENT_CREDENTIALS_SETTINGS = (
-    f"{env_name('auth0_client_id')}, {env_name('auth0_client_secret')}, "
-    f"{env_name('auth0_domain')} (or {env_name('auth0_token_url')}) and "
-    f"{env_name('auth0_audience')}"
+    f"{env_name('auth0_client_id')}, {env_name('auth0_client_secret')} and "
+    f"{env_name('auth0_token_url')} (or {env_name('oauth_token_issuer')}, or "
+    f"{env_name('auth0_domain')} with {env_name('auth0_audience')})"
 )
 """The settings that select client credentials, for messages recommending them."""
-_DETAIL = "tokens from Auth0 client credentials, refreshed automatically"
+JWT_NEEDED = (
+    "the token is not a JWT, but the ToolBridge API accepts only JWTs: ask for one with "
+    f"{env_name('auth0_resource')} (RFC 8707: the API's URI; e.g. oidc-provider issues opaque "
+    f"tokens without it) or {env_name('auth0_audience')} (Auth0)"
+)
+"""The warning of ``check`` and ``token`` for an opaque token."""
+
+
+def scope_report(asked: str | None, granted: str | None) -> tuple[str, str | None]:
+    """``(report, warning)`` on the scopes asked for (``TOOLBRIDGE_AUTH0_SCOPE``) and
+    granted (the token response's ``scope``, else the token's claim)."""
+    wanted, got = (asked or "").split(), (granted or "").split()
+    report = f"scopes granted: {' '.join(got) or '-'}"
+    if wanted:
+        report += f" (asked: {' '.join(wanted)})"
+    missing = [scope for scope in wanted if scope not in got] if granted is not None else []
+    if not missing:
+        return report, None
+    return report, (
+        f"the identity provider did not grant {' '.join(missing)} of the scopes asked for "
+        f"({env_name('auth0_scope')}): allow them for the client there, or ask for fewer"
+    )
+
+
+def granted_scope(response_scope: str | None, claims: dict[str, object]) -> str | None:
+    """The scopes granted: the token response's ``scope``, else the token's ``scope``,
+    ``scp`` or Auth0 ``permissions`` claim."""
+    if response_scope is not None:
+        return response_scope
+    for name in ("scope", "scp", "permissions"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            return " ".join(str(item) for item in value)
+    return None
 
 
 class ClientCredentialsAuth(OutboundAuth):
@@ -34,8 +70,9 @@ class ClientCredentialsAuth(OutboundAuth):
     name = "auth0"
     selected_by = "auth0_client_id"
     error_hint = (
-        "check TOOLBRIDGE_AUTH0_AUDIENCE (must be the API's audience) and "
-        "TOOLBRIDGE_AUTH0_DOMAIN or TOOLBRIDGE_AUTH0_TOKEN_URL (the issuer the API trusts)"
+        "check TOOLBRIDGE_AUTH0_AUDIENCE or TOOLBRIDGE_AUTH0_RESOURCE (the API's audience) and "
+        "TOOLBRIDGE_AUTH0_DOMAIN, TOOLBRIDGE_AUTH0_TOKEN_URL or TOOLBRIDGE_OAUTH_TOKEN_ISSUER "
+        "(the issuer the API trusts)"
     )
 
     def __init__(self, settings: Settings, *, refetch_cooldown: float = 60.0) -> None:
@@ -76,18 +113,37 @@ class ClientCredentialsAuth(OutboundAuth):
             raise RuntimeError("the client-credentials auth is not started")
         return self._bearer.async_auth_flow(request)
 
+    def _source_text(self) -> str:
+        """Where tokens come from, as health output says it: Auth0 only when it is."""
+        settings = self._settings
+        if settings.auth0_domain and not settings.auth0_token_url:
+            return f"Auth0 client credentials ({settings.auth0_domain})"
+        manager = self._manager
+        endpoint = manager.token_url if manager is not None else settings.oauth_token_issuer
+        return f"OAuth client credentials from {endpoint}"
+
     def health(self) -> AuthHealth:
         manager = self._manager
         if manager is None:
             return AuthHealth("degraded", "server not started")
         stats, expires_at = manager.stats, manager.expires_at
         status: Literal["ok", "degraded"] = "degraded"
-        if expires_at is None:
-            detail = f"no access token yet: {_DETAIL}"
+        source = self._source_text()
+        next_refresh = manager.next_refresh_at
+        when = (
+            ""
+            if next_refresh is None
+            else f"; next refresh at {next_refresh.isoformat(timespec='seconds')}"
+        )
+        if expires_at is None or expires_at <= datetime.now(UTC):
+            detail = f"no usable access token: {source}, retrying{when}"
         elif stats.last_refresh_success is False:
-            detail = "token refresh failing; current token still served until it expires"
+            detail = (
+                f"token refresh failing ({source}); the current token is served until it "
+                f"expires{when}"
+            )
         else:
-            status, detail = "ok", _DETAIL
+            status, detail = "ok", f"tokens from {source}, refreshed on a timer{when}"
         return AuthHealth(
             status,
             detail,
@@ -101,7 +157,7 @@ class ClientCredentialsAuth(OutboundAuth):
     async def check(self) -> AuthCheck:
         manager = self._started()
         try:
-            await manager.get_token()  # the cached one if start fetched it
+            token = await manager.get_token()  # the cached one if start fetched it
         except TokenError as exc:
             return AuthCheck("fail", self._with_setting(str(exc)))
         expiry = manager.expires_at
@@ -110,12 +166,32 @@ class ClientCredentialsAuth(OutboundAuth):
             if expiry is None
             else f", expires in {(expiry - datetime.now(UTC)).total_seconds():.0f}s"
         )
-        return AuthCheck(
-            "pass", f"from {manager.token_url}{expires} (audience {manager.audience or '-'})"
+        claims = unverified_claims(token)
+        scopes, scope_warning = scope_report(
+            self._settings.auth0_scope, granted_scope(manager.scope, claims)
         )
+        warnings = [w for w in (None if claims else JWT_NEEDED, scope_warning) if w]
+        detail = (
+            f"from {manager.token_url}{expires} (audience {manager.audience or '-'}; "
+            f"{'JWT' if claims else 'opaque'}; {scopes})"
+        )
+        if warnings:
+            return AuthCheck("warn", f"{detail}. WARNING: {'; '.join(warnings)}")
+        return AuthCheck("pass", detail)
 
     def log_startup(self) -> None:
-        logger.info("Auth0 automatic token refresh enabled")
+        logger.info("Auth0 automatic token refresh enabled")  # the seed's words (§5)
+        schedule = RefreshSchedule.from_settings(self._settings)
+        logger.info(
+            "OAuth client credentials from {}; tokens living {:.0f}s or more are refreshed "
+            "after {:.0%} of their lifetime, shorter ones {:.0f}s before expiry, on a timer",
+            self._settings.auth0_token_url
+            or self._settings.oauth_token_issuer
+            or self._settings.auth0_domain,
+            schedule.long_lived_threshold,
+            schedule.refresh_fraction,
+            schedule.refresh_buffer,
+        )
 
     def _started(self) -> TokenManager:
         if self._manager is None:
@@ -123,9 +199,16 @@ class ClientCredentialsAuth(OutboundAuth):
         return self._manager
 
     def _with_setting(self, message: str) -> str:
-        """A token failure that names no Auth0 setting (the endpoint unreachable or too
-        slow) points at the one that chose the endpoint."""
-        if "TOOLBRIDGE_AUTH0_" in message:
+        """A token failure that names no setting (the endpoint unreachable or too slow)
+        points at the one that chose the endpoint."""
+        if "TOOLBRIDGE_AUTH0_" in message or "TOOLBRIDGE_OAUTH_" in message:
             return message
-        chosen_by = "auth0_token_url" if self._settings.auth0_token_url else "auth0_domain"
+        settings = self._settings
+        chosen_by = (
+            "auth0_token_url"
+            if settings.auth0_token_url
+            else "auth0_domain"
+            if settings.auth0_domain
+            else "oauth_token_issuer"
+        )
         return f"{message}; check {env_name(chosen_by)} and that the identity provider is reachable"

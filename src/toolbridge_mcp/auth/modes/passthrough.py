@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 
 _STDIO_HINT = (
     " Per-user mode forwards the MCP client's Authorization header, which only the HTTP "
-    "transport carries; under stdio configure Auth0 client credentials "
-    "(TOOLBRIDGE_AUTH0_CLIENT_ID, _CLIENT_SECRET, _DOMAIN, _AUDIENCE) or a static token "
-    "(TOOLBRIDGE_JWT_TOKEN)."
+    "transport carries; under stdio configure OAuth client credentials "
+    "(TOOLBRIDGE_AUTH0_CLIENT_ID, _CLIENT_SECRET and _TOKEN_URL, or _DOMAIN and _AUDIENCE for "
+    "Auth0) or a static token (TOOLBRIDGE_JWT_TOKEN)."
 )
 
 
@@ -137,7 +137,9 @@ def caller_auth_provider(settings: Settings) -> RemoteAuthProvider | None:
     """Per-user mode's protection of the MCP endpoint, when ``TOOLBRIDGE_OAUTH_ISSUER`` is
     set: RFC 9728 metadata telling MCP clients where to get a token, and 401 with
     ``WWW-Authenticate`` for a missing or invalid one, so a bad token never reaches the API.
-    The audience is always checked: without it a token for any API of the issuer would do."""
+    The audience is always checked: without it a token for any API of the issuer would do.
+    Without ``TOOLBRIDGE_OAUTH_JWKS_URL`` the keys are the ``jwks_uri`` of the issuer's
+    metadata, fetched here, once, as the server is built."""
     if settings.oauth_issuer is None or settings.oauth_audience is None:
         return None
     from fastmcp.server.auth import RemoteAuthProvider
@@ -146,7 +148,7 @@ def caller_auth_provider(settings: Settings) -> RemoteAuthProvider | None:
     from toolbridge_mcp.auth.verifier import StrictJWTVerifier
 
     verifier = StrictJWTVerifier(
-        jwks_uri=settings.jwks_url(),
+        jwks_uri=settings.jwks_url(discover=True),
         issuer=settings.oauth_issuer,
         audience=settings.oauth_audience,
     )

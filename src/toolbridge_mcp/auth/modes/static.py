@@ -26,8 +26,8 @@ class StaticTokenAuth(OutboundAuth):
     selected_by = "jwt_token"
     error_hint = (
         "TOOLBRIDGE_JWT_TOKEN is expired or not valid for this API; replace it, or better "
-        "configure Auth0 client credentials (TOOLBRIDGE_AUTH0_CLIENT_ID, _CLIENT_SECRET, "
-        "_DOMAIN, _AUDIENCE) so tokens refresh automatically"
+        "configure OAuth client credentials (TOOLBRIDGE_AUTH0_CLIENT_ID, _CLIENT_SECRET and "
+        "_TOKEN_URL, or _DOMAIN and _AUDIENCE for Auth0) so tokens refresh automatically"
     )
 
     def __init__(self, token: SecretStr) -> None:
@@ -49,7 +49,7 @@ class StaticTokenAuth(OutboundAuth):
             return AuthHealth("ok", _DETAIL, token_expires_at=expires_at)
         return AuthHealth(
             "degraded",
-            "static TOOLBRIDGE_JWT_TOKEN has expired: replace it, or configure Auth0 client "
+            "static TOOLBRIDGE_JWT_TOKEN has expired: replace it, or configure OAuth client "
             "credentials so tokens refresh automatically",
             token_expires_at=expires_at,
         )

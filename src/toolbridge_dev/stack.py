@@ -34,6 +34,8 @@ HOST = "127.0.0.1"
 CLIENT_ID = "toolbridge-dev-mcp"
 TENANT_ID = "dev"
 AUDIENCE = "https://api.toolbridge.local"
+INSPECTOR_ORIGINS = ("http://localhost:6274", "http://127.0.0.1:6274")
+"""Where the MCP Inspector's page runs (``npx @modelcontextprotocol/inspector``)."""
 DEMO_USER = "alice"
 """Whose demo data ``--seed-demo`` creates in per-user mode (the user the hint mints for)."""
 STOP_GRACE_SECONDS = 8.0
@@ -156,6 +158,8 @@ def plan(options: DevOptions, state_dir: Path) -> list[Component]:
                 "TOOLBRIDGE_TENANT_ID": TENANT_ID,
                 "TOOLBRIDGE_TENANT_HEADER_SECRET": tenant_secret,
                 "TOOLBRIDGE_LOG_LEVEL": options.log_level,
+                # The MCP Inspector's page calls the server from its own origin.
+                "TOOLBRIDGE_ALLOWED_ORIGINS": " ".join(INSPECTOR_ORIGINS),
             }
             | (
                 _per_user_env(options, issuer)
@@ -196,6 +200,8 @@ def _per_user_env(options: DevOptions, issuer: str) -> dict[str, str]:
     server's own URL; the MCP server exchanges it at the API for an API token (RFC 8693)."""
     return {
         "TOOLBRIDGE_OAUTH_ISSUER": f"{issuer}/",
+        # Named, not discovered: the issuer may still be starting when the server is built.
+        "TOOLBRIDGE_OAUTH_JWKS_URL": f"{issuer}/.well-known/jwks.json",
         "TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE": AUDIENCE,
         "TOOLBRIDGE_PUBLIC_URL": options.mcp_url.removesuffix("/mcp"),
     }

@@ -239,9 +239,10 @@ class TokenExchangeAuth(OutboundAuth):
             on_request=self._count,
             on_expired=lambda: self._forget(caller.key, source),
         )
+        # No refresh timer: a user who has gone needs no new token; a call past the refresh
+        # time renews in the background while the current token is still served.
         manager = TokenManager(
-            source,
-            schedule=RefreshSchedule(refresh_buffer=self._settings.token_refresh_buffer_seconds),
+            source, schedule=RefreshSchedule.from_settings(self._settings), timer=False
         )
         return _User(source, manager, BearerAuth(manager, refetch_cooldown=self._refetch_cooldown))
 
@@ -541,7 +542,7 @@ def resource_server(settings: Settings) -> RemoteAuthProvider | None:
     scopes = required_scopes(settings)
     # No required scopes here: a token lacking one is a 403, not a 401.
     verifier = StrictJWTVerifier(
-        jwks_uri=settings.jwks_url(),
+        jwks_uri=settings.jwks_url(discover=True),
         issuer=settings.oauth_issuer,
         audience=settings.oauth_audience or resource_url(settings),
     )

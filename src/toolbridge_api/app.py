@@ -11,10 +11,11 @@ from typing import Any
 from fastapi import FastAPI
 from loguru import logger
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from toolbridge_api.config import ApiSettings
 from toolbridge_api.db.schema import create_engine, migrate
-from toolbridge_api.db.store import Store
+from toolbridge_api.db.store import DatabaseBusy, Store
 from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.entities import ENTITIES
 from toolbridge_api.errors import install_error_handlers
@@ -92,6 +93,18 @@ def build_rate_limits(settings: ApiSettings) -> RateLimits:
     return RateLimits({"rest": entity_limiter(), "sync": entity_limiter(), "auth": auth})
 
 
+async def _purge_expired_keys(store: Store) -> None:
+    """Forgets expired idempotency keys, best effort: a busy or unreachable database must not
+    stop the start (each user's expired keys are also purged as they write)."""
+    try:
+        purged = await store.purge_idempotency_keys()
+    except (DatabaseBusy, DBAPIError, OSError) as exc:
+        logger.warning("expired idempotency keys not purged at start ({})", type(exc).__name__)
+        return
+    if purged:
+        logger.info("{} expired idempotency keys purged", purged)
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     """The API for ``settings``; serve it with uvicorn (lifespan on) or enter
     ``app.router.lifespan_context(app)`` yourself."""
@@ -113,7 +126,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 settings, None if exchange is None else exchange.own
             )
             store = Store(engine, timeout_seconds=settings.database_timeout_seconds)
-            await store.purge_idempotency_keys()
+            await _purge_expired_keys(store)
             app.state.store = store
             app.state.sync_state = SyncState(
                 store, session_ttl=timedelta(seconds=settings.session_ttl_seconds)

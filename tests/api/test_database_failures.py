@@ -314,3 +314,19 @@ def test_an_existing_database_readable_by_others_is_named_in_a_warning(
     assert logs.messages("WARNING") == [
         f"database file {path} has mode 644: other users may read it (chmod 600 {path})"
     ]
+
+
+@SQLITE_ONLY
+async def test_the_api_starts_while_sqlite_is_locked_by_another_process(
+    make_api: Any, database_url: str, logs: LogCapture
+) -> None:
+    """Purging expired idempotency keys at start is best effort: a locked database delays
+    the start by the database timeout at most, and is named in a warning."""
+    await make_api()  # the file exists, in WAL mode, at the latest schema
+    with sqlite_write_lock(database_url):
+        api: Api = await make_api(database_timeout_seconds=0.2)
+    assert logs.messages("WARNING") == [
+        "expired idempotency keys not purged at start (OperationalError)"
+    ], "SQLite's busy timeout (the rest of the 0.2 s) ran out"
+    alice = await api.user()
+    assert await _notes(alice) == []

@@ -1,5 +1,7 @@
-"""TokenManager figures: cached-path cost, cold-start fan-in, and caller latency while the
-identity provider is slow, failing or hanging. Prints figures; asserts nothing.
+"""TokenManager figures: cached-path cost, cold-start fan-in, caller latency while the
+identity provider is slow, failing or hanging, outage tolerance (the longest identity-provider
+outage that fails no call) and token requests per token lifetime of an idle server. Prints
+figures; asserts nothing.
 
 Run: ``uv run python -m bench.token_manager`` (from the repository root).
 """
@@ -20,8 +22,8 @@ from loguru import logger
 from tests.support.clock import FakeClock
 from tests.support.idp import IdP, Reply
 from toolbridge_common.logs import configure_logging
-from toolbridge_mcp.oauth import RetryPolicy
-from toolbridge_mcp.tokens import TokenManager
+from toolbridge_mcp.oauth import RetryPolicy, TokenError
+from toolbridge_mcp.tokens import RefreshSchedule, TokenManager
 
 CLIENT_ID, CLIENT_SECRET, AUDIENCE = "test-client", "test-secret", "https://api.toolbridge.test"
 
@@ -88,7 +90,10 @@ class SeedCachedPath:
 
 
 def manager(
-    idp: RemoteIdP, clock: FakeClock | None = None, retry: RetryPolicy | None = None
+    idp: RemoteIdP,
+    clock: FakeClock | None = None,
+    retry: RetryPolicy | None = None,
+    schedule: RefreshSchedule | None = None,
 ) -> TokenManager:
     return TokenManager.client_credentials(
         CLIENT_ID,
@@ -96,6 +101,7 @@ def manager(
         audience=AUDIENCE,
         token_url=idp.token_url,
         retry=retry,
+        schedule=schedule,
         clock=clock or time.monotonic,
     )
 
@@ -186,6 +192,92 @@ async def refresh_under_load(
         )
 
 
+LIFETIME = 4.0
+"""Token lifetime of the real-clock figures: short, so that a run takes seconds."""
+BUFFER_ONLY = RefreshSchedule(refresh_buffer=0.6, long_lived=float("inf"))
+"""The former policy, scaled: refresh a fixed buffer before expiry, whatever the lifetime
+(15% of a 4 s token here; Auth0's 5 minutes are 0.35% of its 24 h tokens)."""
+
+
+async def outage_run(
+    idp: RemoteIdP, schedule: RefreshSchedule, outage: float, *, deadline: float = 0.5
+) -> tuple[int, int]:
+    """(calls, failed calls) of two callers calling every 20 ms, each giving up after
+    ``deadline`` s without a token, while the IdP answers 503 for ``outage`` seconds from
+    50 ms before the first refresh is due (the worst moment)."""
+    idp.call("reset")
+    idp.call("default", Reply(expires_in=int(LIFETIME)))
+    retry = RetryPolicy(wait_initial=0.01, wait_max=0.05, deadline=deadline)
+    async with manager(idp, retry=retry, schedule=schedule) as tm:
+        while True:  # the first token, however busy the machine
+            issued = time.monotonic()
+            try:
+                await tm.get_token()
+                break
+            except TokenError:
+                await asyncio.sleep(0.1)
+        plan = schedule.plan("-", lifetime=LIFETIME, expires_at=LIFETIME, scope=None)
+        down_at = issued + plan.refresh_at - 0.05
+        calls = failures = 0
+
+        async def outage_window() -> None:
+            await asyncio.sleep(max(0.0, down_at - time.monotonic()))
+            idp.call("default", Reply(status=503, error="temporarily_unavailable"))
+            await asyncio.sleep(outage)
+            idp.call("default", Reply(expires_in=int(LIFETIME)))
+
+        async def caller() -> None:
+            nonlocal calls, failures
+            while time.monotonic() < issued + 2 * LIFETIME:
+                calls += 1
+                try:
+                    await tm.get_token()
+                except TokenError:
+                    failures += 1
+                await asyncio.sleep(0.02)
+
+        await asyncio.gather(outage_window(), caller(), caller())
+    return calls, failures
+
+
+async def outage_tolerance(idp: RemoteIdP) -> None:
+    print(
+        f"\nOutage tolerance: {LIFETIME:g} s tokens, IdP 503 from 50 ms before the first "
+        "refresh, callers give up after 0.5 s without a token"
+    )
+    for label, schedule in (
+        ("now (half-life):", RefreshSchedule()),
+        ("before (buffer only, 15%):", BUFFER_ONLY),
+    ):
+        cells = []
+        for share in (0.1, 0.3, 0.4, 0.45, 0.6):
+            calls, failed = await outage_run(idp, schedule, share * LIFETIME)
+            cells.append(f"{share:.0%}: {failed}/{calls}")
+        print(
+            f"  {label:<28} failed calls by outage length (share of the lifetime): "
+            + ", ".join(cells)
+        )
+
+
+async def requests_per_lifetime(idp: RemoteIdP, *, lifetimes: int = 4) -> None:
+    """An idle manager (no call after the first) on the real clock: token requests per
+    token lifetime, for two refresh fractions."""
+    print(f"\nIdle server, {LIFETIME:g} s tokens, {lifetimes} lifetimes without a call:")
+    for fraction in (0.5, 0.8):
+        idp.call("reset")
+        idp.call("default", Reply(expires_in=int(LIFETIME)))
+        schedule = RefreshSchedule(refresh_fraction=fraction, refresh_buffer=0.1)
+        async with manager(idp, schedule=schedule) as tm:
+            await tm.start()
+            await asyncio.sleep(lifetimes * LIFETIME)
+            held = tm.expires_at is not None and tm.expires_at.timestamp() > time.time()
+            requests = idp.call("count")
+        print(
+            f"  refresh fraction {fraction}: {requests} token requests, "
+            f"{requests / lifetimes:.2f} per lifetime; a valid token held at the end: {held}"
+        )
+
+
 async def main() -> None:
     configure_logging("ERROR")
     idp = RemoteIdP()
@@ -209,6 +301,8 @@ async def main() -> None:
             Reply(status=429, error="too_many_requests", retry_after="30"),
             RetryPolicy(deadline=2.0),
         )
+        await outage_tolerance(idp)
+        await requests_per_lifetime(idp)
     finally:
         idp.close()
 

@@ -78,7 +78,7 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
             [
                 "TOOLBRIDGE_AUTH0_CLIENT_SECRET",
                 "TOOLBRIDGE_AUTH0_TOKEN_URL",
-                "TOOLBRIDGE_OAUTH_TOKEN_ISSUER",
+                "TOOLBRIDGE_AUTH0_ISSUER",
                 "TOOLBRIDGE_AUTH0_DOMAIN",
             ],
         ),
@@ -126,10 +126,10 @@ def test_the_audience_is_required_only_with_an_auth0_domain(
     monkeypatch.setenv("TOOLBRIDGE_AUTH0_CLIENT_SECRET", SECRET)
     assert load_settings().auth0_audience is None
     monkeypatch.delenv("TOOLBRIDGE_AUTH0_TOKEN_URL")
-    monkeypatch.setenv("TOOLBRIDGE_OAUTH_TOKEN_ISSUER", "https://idp.example/")
+    monkeypatch.setenv("TOOLBRIDGE_AUTH0_ISSUER", "https://idp.example/")
     settings = load_settings()
     assert settings.auth_mode() == "auth0"
-    with pytest.raises(ConfigError, match="discovered from TOOLBRIDGE_OAUTH_TOKEN_ISSUER"):
+    with pytest.raises(ConfigError, match="discovered from TOOLBRIDGE_AUTH0_ISSUER"):
         settings.token_url()
 
 
@@ -184,7 +184,7 @@ def test_domain_is_normalized(monkeypatch: pytest.MonkeyPatch, given: str, expec
         ("TOOLBRIDGE_AUTH0_TOKEN_URL", "idp.example/token", "absolute"),
         ("TOOLBRIDGE_AUTH0_CLIENT_AUTH_METHOD", "client_secret_jwt", "private_key_jwt"),
         ("TOOLBRIDGE_TOKEN_REFRESH_FRACTION", "1", "TOOLBRIDGE_TOKEN_REFRESH_FRACTION"),
-        ("TOOLBRIDGE_OAUTH_TOKEN_ISSUER", "http://idp.example/", "https"),
+        ("TOOLBRIDGE_AUTH0_ISSUER", "http://idp.example/", "https"),
         ("TOOLBRIDGE_PORT", "eighty", "TOOLBRIDGE_PORT"),
         ("TOOLBRIDGE_PORT", "70000", "65535"),
         ("TOOLBRIDGE_LOG_LEVEL", "LOUD", "TOOLBRIDGE_LOG_LEVEL"),

@@ -26,7 +26,7 @@ def issuer_settings(issuer: str, **more: str) -> Settings:
     return load_settings(
         auth0_client_id=CLIENT_ID,
         auth0_client_secret=CLIENT_SECRET,
-        oauth_token_issuer=issuer,
+        auth0_issuer=issuer,
         _env_file=None,
         **more,
     )
@@ -86,7 +86,7 @@ async def test_metadata_of_another_issuer_is_refused(idp: IdP) -> None:
         with pytest.raises(TokenError) as info:
             await manager.get_token()
     message = str(info.value)
-    assert "TOOLBRIDGE_OAUTH_TOKEN_ISSUER" in message
+    assert "TOOLBRIDGE_AUTH0_ISSUER" in message
     assert "https://evil.example/" in message
     assert idp.requests == []
 
@@ -96,7 +96,7 @@ async def test_no_metadata_is_a_clear_error_naming_the_setting(idp: IdP) -> None
     async with TokenManager.from_settings(issuer_settings(idp.issuer), retry=FAST) as manager:
         with pytest.raises(TokenError) as info:
             await manager.get_token()
-    assert "No authorization server metadata for TOOLBRIDGE_OAUTH_TOKEN_ISSUER" in str(info.value)
+    assert "No authorization server metadata for TOOLBRIDGE_AUTH0_ISSUER" in str(info.value)
     assert "HTTP 404" in str(info.value)
     assert not info.value.retryable
 
@@ -112,11 +112,11 @@ async def test_discovery_is_retried_by_the_timer_when_the_issuer_is_down(
         assert manager.stats.failure_count == 1
         assert manager.stats.last_error is not None
         assert manager.next_refresh_at is not None, "the timer tries again"
-    assert any("TOOLBRIDGE_OAUTH_TOKEN_ISSUER" in m for m in logs.messages("ERROR"))
+    assert any("TOOLBRIDGE_AUTH0_ISSUER" in m for m in logs.messages("ERROR"))
 
 
 def test_an_issuer_needs_https_except_on_loopback() -> None:
-    with pytest.raises(Exception, match="TOOLBRIDGE_OAUTH_TOKEN_ISSUER"):
+    with pytest.raises(Exception, match="TOOLBRIDGE_AUTH0_ISSUER"):
         issuer_settings("http://idp.example/")
 
 

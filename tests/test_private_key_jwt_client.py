@@ -56,8 +56,8 @@ def key_settings(issuer: RunningIssuer, client_id: str, key: str, **more: str) -
     return load_settings(
         auth0_client_id=client_id,
         auth0_client_auth_method="private_key_jwt",
-        oauth_client_private_key=key,
-        oauth_token_issuer=issuer.issuer_url,
+        auth0_client_private_key=key,
+        auth0_issuer=issuer.issuer_url,
         auth0_audience=AUDIENCE,
         _env_file=None,
         **more,
@@ -84,7 +84,7 @@ async def test_an_rsa_key_from_a_file_signs_in_at_the_dev_issuer(
 
 
 async def test_an_ec_key_inline_with_its_kid_signs_in(issuer: RunningIssuer) -> None:
-    settings = key_settings(issuer, EC_CLIENT, private_pem(EC_KEY), oauth_client_key_id="ec-1")
+    settings = key_settings(issuer, EC_CLIENT, private_pem(EC_KEY), auth0_client_key_id="ec-1")
     key = settings.client_key()
     assert key is not None
     assert key.algorithm == "ES256"
@@ -153,7 +153,7 @@ def base_env(monkeypatch: pytest.MonkeyPatch, **more: str) -> None:
 @pytest.mark.parametrize(
     ("key", "expected"),
     [
-        (None, "TOOLBRIDGE_OAUTH_CLIENT_PRIVATE_KEY not set"),
+        (None, "TOOLBRIDGE_AUTH0_CLIENT_PRIVATE_KEY not set"),
         ("/no/such/file.pem", "neither a PEM private key nor a readable file"),
         (public_pem(RSA_KEY), "not a PEM private key"),
         (
@@ -176,12 +176,12 @@ def test_unusable_keys_are_refused_naming_the_variable(
 ) -> None:
     base_env(monkeypatch)
     if key is not None:
-        monkeypatch.setenv("TOOLBRIDGE_OAUTH_CLIENT_PRIVATE_KEY", key)
+        monkeypatch.setenv("TOOLBRIDGE_AUTH0_CLIENT_PRIVATE_KEY", key)
     with pytest.raises(ConfigError) as info:
         load_settings()
     message = str(info.value)
     assert expected in message
-    assert "TOOLBRIDGE_OAUTH_CLIENT_PRIVATE_KEY" in message
+    assert "TOOLBRIDGE_AUTH0_CLIENT_PRIVATE_KEY" in message
     assert "PRIVATE KEY-----" not in message
     assert "MII" not in message
 
@@ -192,7 +192,7 @@ def test_a_key_without_private_key_jwt_is_a_mistake(monkeypatch: pytest.MonkeyPa
         monkeypatch,
         TOOLBRIDGE_AUTH0_CLIENT_AUTH_METHOD="client_secret_post",
         TOOLBRIDGE_AUTH0_CLIENT_SECRET="s3cret-value",
-        TOOLBRIDGE_OAUTH_CLIENT_PRIVATE_KEY=private_pem(RSA_KEY),
+        TOOLBRIDGE_AUTH0_CLIENT_PRIVATE_KEY=private_pem(RSA_KEY),
     )
     with pytest.raises(ConfigError, match="set it to private_key_jwt"):
         load_settings()
@@ -200,7 +200,7 @@ def test_a_key_without_private_key_jwt_is_a_mistake(monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.usefixtures("clean_settings_env")
 def test_private_key_jwt_needs_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    base_env(monkeypatch, TOOLBRIDGE_OAUTH_CLIENT_PRIVATE_KEY=private_pem(RSA_KEY))
+    base_env(monkeypatch, TOOLBRIDGE_AUTH0_CLIENT_PRIVATE_KEY=private_pem(RSA_KEY))
     settings = load_settings()
     assert settings.auth_mode() == "auth0"
     assert settings.auth0_client_secret is None

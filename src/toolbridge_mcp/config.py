@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         description="Explicit token endpoint (any OAuth2 server); replaces the Auth0 domain "
         "and discovery.",
     )
-    oauth_token_issuer: str | None = Field(
+    auth0_issuer: str | None = Field(
         default=None,
         description="Issuer URL of the OAuth2 server tokens come from; its token endpoint is "
         "discovered at start (RFC 8414 `/.well-known/oauth-authorization-server`, else OpenID "
@@ -89,15 +89,15 @@ class Settings(BaseSettings):
         description="How the client authenticates at the token endpoint: the secret in the "
         "body, or HTTP Basic (id and secret form-encoded, RFC 6749 §2.3.1), or "
         "`private_key_jwt` (RFC 7523: a short-lived JWT signed with "
-        "`TOOLBRIDGE_OAUTH_CLIENT_PRIVATE_KEY`; no secret).",
+        "`TOOLBRIDGE_AUTH0_CLIENT_PRIVATE_KEY`; no secret).",
     )
-    oauth_client_private_key: SecretStr | None = Field(
+    auth0_client_private_key: SecretStr | None = Field(
         default=None,
         description="`private_key_jwt`: the client's private key, PEM (PKCS#8 or traditional, "
         "unencrypted; RSA of 2048 bits or more signs RS256, EC P-256 ES256, P-384 ES384, "
         "P-521 ES512, Ed25519 EdDSA) or the path of a file holding it.",
     )
-    oauth_client_key_id: str | None = Field(
+    auth0_client_key_id: str | None = Field(
         default=None,
         description="`private_key_jwt`: the `kid` the identity provider knows the key by "
         "(sent in the assertion's header; left out when unset).",
@@ -247,8 +247,8 @@ class Settings(BaseSettings):
         "auth0_token_url",
         "auth0_scope",
         "auth0_resource",
-        "oauth_token_issuer",
-        "oauth_client_key_id",
+        "auth0_issuer",
+        "auth0_client_key_id",
         "oauth_issuer",
         "oauth_jwks_url",
         "oauth_audience",
@@ -275,7 +275,7 @@ class Settings(BaseSettings):
         "tenant_header_secret",
         "jwt_token",
         "oauth_exchange_client_secret",
-        "oauth_client_private_key",
+        "auth0_client_private_key",
         mode="before",
     )
     @classmethod
@@ -300,7 +300,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "auth0_token_url",
-        "oauth_token_issuer",
+        "auth0_issuer",
         "oauth_issuer",
         "oauth_exchange_url",
         "oauth_jwks_url",
@@ -358,8 +358,8 @@ class Settings(BaseSettings):
         key for ``private_key_jwt``) and an endpoint (a token URL, an issuer to discover it
         from, or an Auth0 domain, which also needs the audience)."""
         private_key_jwt = self.auth0_client_auth_method not in SECRET_METHODS
-        credential = "oauth_client_private_key" if private_key_jwt else "auth0_client_secret"
-        endpoint = self.auth0_token_url or self.auth0_domain or self.oauth_token_issuer
+        credential = "auth0_client_private_key" if private_key_jwt else "auth0_client_secret"
+        endpoint = self.auth0_token_url or self.auth0_domain or self.auth0_issuer
         parts: dict[str, object] = {
             "auth0_client_id": self.auth0_client_id,
             credential: getattr(self, credential),
@@ -371,7 +371,7 @@ class Settings(BaseSettings):
             value is not None
             for value in (
                 self.auth0_client_secret,
-                self.oauth_client_private_key,
+                self.auth0_client_private_key,
                 self.auth0_audience,
             )
         )
@@ -380,7 +380,7 @@ class Settings(BaseSettings):
         missing = [name for name, value in parts.items() if value is None]
         if missing:
             endpoints = (
-                f"{env_name('auth0_token_url')}, {env_name('oauth_token_issuer')} or "
+                f"{env_name('auth0_token_url')}, {env_name('auth0_issuer')} or "
                 f"{env_name('auth0_domain')}"
             )
             shown = [
@@ -388,7 +388,7 @@ class Settings(BaseSettings):
             ]
             if endpoint is None:
                 where = (
-                    f" and one of {env_name('auth0_token_url')}, {env_name('oauth_token_issuer')} "
+                    f" and one of {env_name('auth0_token_url')}, {env_name('auth0_issuer')} "
                     f"or {env_name('auth0_domain')} (Auth0, with {env_name('auth0_audience')})"
                 )
             elif self.auth0_domain and not self.auth0_token_url:
@@ -400,18 +400,18 @@ class Settings(BaseSettings):
                 f"{', '.join(shown)} not set. Set {env_name('auth0_client_id')} and "
                 f"{env_name(credential)}{where}, or none of them"
             )
-        if not private_key_jwt and self.oauth_client_private_key is not None:
+        if not private_key_jwt and self.auth0_client_private_key is not None:
             raise ValueError(
-                f"{env_name('oauth_client_private_key')} is set but "
+                f"{env_name('auth0_client_private_key')} is set but "
                 f"{env_name('auth0_client_auth_method')} is {self.auth0_client_auth_method}: set "
                 "it to private_key_jwt to sign in with the key, or unset the key"
             )
         if private_key_jwt:
-            assert self.oauth_client_private_key is not None
+            assert self.auth0_client_private_key is not None
             self._client_key = ClientKey.load(
-                self.oauth_client_private_key.get_secret_value(),
-                key_id=self.oauth_client_key_id,
-                setting=env_name("oauth_client_private_key"),
+                self.auth0_client_private_key.get_secret_value(),
+                key_id=self.auth0_client_key_id,
+                setting=env_name("auth0_client_private_key"),
             )
 
     def client_key(self) -> ClientKey | None:
@@ -442,18 +442,18 @@ class Settings(BaseSettings):
 
     def token_url(self) -> str:
         """The token endpoint: the explicit URL, else Auth0's ``https://{domain}/oauth/token``
-        (one discovered from ``TOOLBRIDGE_OAUTH_TOKEN_ISSUER`` is known only at start)."""
+        (one discovered from ``TOOLBRIDGE_AUTH0_ISSUER`` is known only at start)."""
         if self.auth0_token_url:
             return self.auth0_token_url
         if self.auth0_domain:
             return f"https://{self.auth0_domain}/oauth/token"
-        if self.oauth_token_issuer:
+        if self.auth0_issuer:
             raise ConfigError(
-                f"the token endpoint is discovered from {env_name('oauth_token_issuer')} at start"
+                f"the token endpoint is discovered from {env_name('auth0_issuer')} at start"
             )
         raise ConfigError(
             f"no token endpoint: set {env_name('auth0_token_url')}, "
-            f"{env_name('oauth_token_issuer')} or {env_name('auth0_domain')}"
+            f"{env_name('auth0_issuer')} or {env_name('auth0_domain')}"
         )
 
     def jwks_url(self, *, discover: bool = False) -> str:

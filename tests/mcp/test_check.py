@@ -177,7 +177,7 @@ def test_bad_settings_exit_2_naming_the_variables(tmp_path: Path, api: ApiServer
     assert checked.code == 2
     assert checked.mark("settings") == "✗"
     assert "TOOLBRIDGE_AUTH0_TOKEN_URL" in checked.output
-    assert "TOOLBRIDGE_OAUTH_TOKEN_ISSUER" in checked.output
+    assert "TOOLBRIDGE_AUTH0_ISSUER" in checked.output
     assert "s3cret" not in checked.output
     assert not api.counter.paths
 

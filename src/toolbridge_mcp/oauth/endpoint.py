@@ -81,9 +81,9 @@ class TokenEndpoint:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, token_url: str | None = None) -> TokenEndpoint:
-        """The client-credentials endpoint of the ``TOOLBRIDGE_AUTH0_*`` and
-        ``TOOLBRIDGE_OAUTH_CLIENT_*`` settings; ``token_url``: the one discovered from
-        ``TOOLBRIDGE_OAUTH_TOKEN_ISSUER`` (explicit settings win over it)."""
+        """The client-credentials endpoint of the ``TOOLBRIDGE_AUTH0_*`` settings (the
+        private key included); ``token_url``: the one discovered from
+        ``TOOLBRIDGE_AUTH0_ISSUER`` (explicit settings win over it)."""
         if settings.auth0_client_id is None:
             raise ValueError("OAuth client credentials are not configured")
         explicit = settings.auth0_token_url
@@ -175,11 +175,11 @@ class TokenClient:
         cls, settings: Settings, *, token_url: str | None = None, **options: Any
     ) -> TokenClient | DiscoveringTokenClient:
         """The client of the ``TOOLBRIDGE_AUTH0_*`` and ``TOOLBRIDGE_TOKEN_*`` settings;
-        ``options`` as for the constructor. With only ``TOOLBRIDGE_OAUTH_TOKEN_ISSUER`` (and
+        ``options`` as for the constructor. With only ``TOOLBRIDGE_AUTH0_ISSUER`` (and
         no ``token_url`` discovered already) a :class:`DiscoveringTokenClient`."""
         options.setdefault("retry", RetryPolicy.from_settings(settings))
         options.setdefault("timeout", settings.auth0_timeout_seconds)
-        issuer = settings.oauth_token_issuer
+        issuer = settings.auth0_issuer
         if not (settings.auth0_token_url or settings.auth0_domain or token_url) and issuer:
             return DiscoveringTokenClient(
                 issuer,
@@ -254,7 +254,7 @@ class TokenClient:
         return self._http
 
 
-ISSUER_SETTING = "TOOLBRIDGE_OAUTH_TOKEN_ISSUER"
+ISSUER_SETTING = "TOOLBRIDGE_AUTH0_ISSUER"
 
 
 def deadline_error(token_url: str, deadline: float, last: TokenError | None) -> TokenError:

@@ -173,10 +173,11 @@ class TokenManager:
         http_client: httpx.AsyncClient | None = None,
         clock: Clock = time.monotonic,
     ) -> TokenManager:
-        """The manager of the ``TOOLBRIDGE_AUTH0_*``, ``TOOLBRIDGE_OAUTH_CLIENT_*`` and
-        ``TOOLBRIDGE_TOKEN_*`` settings (``retry``: instead of the settings' deadline and
-        default waits; ``token_url``: the one discovered from ``TOOLBRIDGE_OAUTH_TOKEN_ISSUER``,
-        see :func:`toolbridge_mcp.oauth.discover_token_url`)."""
+        """The manager of the ``TOOLBRIDGE_AUTH0_*`` and ``TOOLBRIDGE_TOKEN_*`` settings
+        (``retry``: instead of the settings' deadline and default waits; ``token_url``: a
+        token endpoint already discovered from ``TOOLBRIDGE_AUTH0_ISSUER``; without one the
+        source discovers it by its first request, see
+        :class:`~toolbridge_mcp.oauth.endpoint.DiscoveringTokenClient`)."""
         client = TokenClient.from_settings(
             settings,
             token_url=token_url,

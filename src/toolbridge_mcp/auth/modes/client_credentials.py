@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 CLIENT_CREDENTIALS_SETTINGS = (
     f"{env_name('auth0_client_id')}, {env_name('auth0_client_secret')} and "
-    f"{env_name('auth0_token_url')} (or {env_name('oauth_token_issuer')}, or "
+    f"{env_name('auth0_token_url')} (or {env_name('auth0_issuer')}, or "
     f"{env_name('auth0_domain')} with {env_name('auth0_audience')})"
 )
 """The settings that select client credentials, for messages recommending them."""
@@ -71,7 +71,7 @@ class ClientCredentialsAuth(OutboundAuth):
     selected_by = "auth0_client_id"
     error_hint = (
         "check TOOLBRIDGE_AUTH0_AUDIENCE or TOOLBRIDGE_AUTH0_RESOURCE (the API's audience) and "
-        "TOOLBRIDGE_AUTH0_DOMAIN, TOOLBRIDGE_AUTH0_TOKEN_URL or TOOLBRIDGE_OAUTH_TOKEN_ISSUER "
+        "TOOLBRIDGE_AUTH0_DOMAIN, TOOLBRIDGE_AUTH0_TOKEN_URL or TOOLBRIDGE_AUTH0_ISSUER "
         "(the issuer the API trusts)"
     )
 
@@ -119,7 +119,7 @@ class ClientCredentialsAuth(OutboundAuth):
         if settings.auth0_domain and not settings.auth0_token_url:
             return f"Auth0 client credentials ({settings.auth0_domain})"
         manager = self._manager
-        endpoint = manager.token_url if manager is not None else settings.oauth_token_issuer
+        endpoint = manager.token_url if manager is not None else settings.auth0_issuer
         return f"OAuth client credentials from {endpoint}"
 
     def health(self) -> AuthHealth:
@@ -186,7 +186,7 @@ class ClientCredentialsAuth(OutboundAuth):
             "OAuth client credentials from {}; tokens living {:.0f}s or more are refreshed "
             "after {:.0%} of their lifetime, shorter ones {:.0f}s before expiry, on a timer",
             self._settings.auth0_token_url
-            or self._settings.oauth_token_issuer
+            or self._settings.auth0_issuer
             or self._settings.auth0_domain,
             schedule.long_lived_threshold,
             schedule.refresh_fraction,
@@ -201,7 +201,7 @@ class ClientCredentialsAuth(OutboundAuth):
     def _with_setting(self, message: str) -> str:
         """A token failure that names no setting (the endpoint unreachable or too slow)
         points at the one that chose the endpoint."""
-        if "TOOLBRIDGE_AUTH0_" in message or "TOOLBRIDGE_OAUTH_" in message:
+        if "TOOLBRIDGE_AUTH0_" in message:
             return message
         settings = self._settings
         chosen_by = (
@@ -209,6 +209,6 @@ class ClientCredentialsAuth(OutboundAuth):
             if settings.auth0_token_url
             else "auth0_domain"
             if settings.auth0_domain
-            else "oauth_token_issuer"
+            else "auth0_issuer"
         )
         return f"{message}; check {env_name(chosen_by)} and that the identity provider is reachable"

@@ -358,6 +358,19 @@ async def test_the_jwks_is_discovered_from_the_issuer_alone(idp: IdP) -> None:
         await verifier.aclose()
 
 
+async def test_prefetch_reads_the_keys_before_the_first_request(idp: IdP) -> None:
+    verifier = TokenVerifier(audience=idp.audience, issuer=idp.issuer, jwks_url=None)
+    try:
+        await verifier.prefetch()
+        assert idp.metadata_fetches == ["/.well-known/oauth-authorization-server"]
+        assert verifier.jwks_url == f"{idp.base_url}/.well-known/jwks.json"
+        token = idp.fetch_token("test-client", "test-secret")
+        assert await verifier.verify(token) == "test-client@clients"
+        assert len(idp.metadata_fetches) == 1
+    finally:
+        await verifier.aclose()
+
+
 async def test_a_failed_discovery_is_a_503_naming_the_setting(idp: IdP, logs: LogCapture) -> None:
     idp.set_metadata({})
     verifier = TokenVerifier(audience=idp.audience, issuer=idp.issuer, jwks_url=None)

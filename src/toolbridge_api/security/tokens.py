@@ -151,6 +151,12 @@ class TokenVerifier:
         claims = self._decode(token, key, alg)
         return checked_user_id(claims.get("sub"), source="the access token's sub claim")
 
+    async def prefetch(self) -> None:
+        """Read the keys now (discovering the JWKS URL first if need be), so the first
+        request does not wait on the identity provider; for the application's start-up.
+        A failure is logged and the first request tries again (paced as always)."""
+        await self._refresh(None)
+
     async def aclose(self) -> None:
         """Stop a fetch in flight and close the JWKS connection pool."""
         await self._refetch.cancel_all()

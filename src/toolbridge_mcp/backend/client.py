@@ -14,6 +14,7 @@ signed in a request hook, so every attempt, retries included, carries its own si
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -37,6 +38,11 @@ MAX_RETRY_AFTER_WAIT = 5.0
 """Longest ``Retry-After`` waited out inside a tool call; longer ones become an error."""
 
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+IDEMPOTENCY_KEY = "Idempotency-Key"
+"""Sent with every write; the API answers a repeated key with the first result."""
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TRANSPORT_RETRY_DELAY = 0.5
+"""Wait before the one retry of a request whose connection failed (refused or broken)."""
 DEFAULT_LIMITS = httpx.Limits(
     max_connections=100, max_keepalive_connections=50, keepalive_expiry=60.0
 )
@@ -225,14 +231,25 @@ class ApiClient:
         principal = self.auth.principal()
         session = await self.sessions.get(principal)
         recovered: set[str] = set()
+        # One key per call, on every attempt: a write the API applied before the answer was
+        # lost is answered from its record on the retry instead of being applied twice.
+        once = {IDEMPOTENCY_KEY: str(uuid.uuid4())} if method in WRITE_METHODS else {}
         while True:
-            response = await self._send(
-                method,
-                path,
-                params=params,
-                json=json,
-                headers={**(headers or {}), **session.headers()},
-            )
+            try:
+                response = await self._send(
+                    method,
+                    path,
+                    params=params,
+                    json=json,
+                    headers={**(headers or {}), **once, **session.headers()},
+                )
+            except ApiUnavailableError as exc:
+                if exc.reason.startswith("timed out") or "transport" in recovered:
+                    raise
+                recovered.add("transport")  # connection refused or broken: retry once
+                logger.info("API connection failed ({}); retrying once", exc.reason)
+                await asyncio.sleep(TRANSPORT_RETRY_DELAY)
+                continue
             retry = await self._recover(response, principal, session, recovered)
             if retry is None:
                 return _decode(response)

@@ -14,6 +14,7 @@ descriptions and required keys to :mod:`toolbridge_mcp.tools.fields`).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -175,13 +176,16 @@ class EntityTools:
     def _name(self, kind: str) -> str:
         return tool_name(kind, self.entity)
 
-    def _context(self, uid: str | None) -> ErrorContext:
-        return self.backend.error_context(
+    def _context(self, uid: str | None, kind: str | None = None) -> ErrorContext:
+        context = self.backend.error_context(
             entity=self.label,
             uid=uid,
             get_tool=self._name("get"),
             list_tool=self._name("list"),
         )
+        if kind in (None, "list", "get"):
+            return context
+        return dataclasses.replace(context, write=kind)
 
     def _tool(
         self,
@@ -199,7 +203,7 @@ class EntityTools:
             try:
                 return await body(args)
             except BACKEND_ERRORS as exc:
-                raise to_tool_error(exc, self._context(args.get("uid"))) from None
+                raise to_tool_error(exc, self._context(args.get("uid"), kind)) from None
 
         return _tool(self._name(kind), description, params, returns, guarded, hints)
 
@@ -327,9 +331,12 @@ class EntityTools:
         entity = self.entity
 
         async def body(args: dict[str, Any]) -> Any:
-            payload: dict[str, Any] = {}
-            if args["uid"] is not None:
-                payload["uid"] = args["uid"]
+            # The uid is chosen here when not given, so a create whose answer is lost can be
+            # checked (and repeated) by it: see ErrorContext.write. The dict is the one the
+            # error mapping reads the uid from.
+            if args["uid"] is None:
+                args["uid"] = str(uuid.uuid4())
+            payload: dict[str, Any] = {"uid": args["uid"]}
             payload |= self._fields(args, create=True)
             payload |= args["additional_fields"] or {}
             return self._result(await self.backend.client.create_item(entity, payload))
@@ -346,7 +353,7 @@ class EntityTools:
                 _optional(
                     "uid",
                     ClientUid,
-                    f"The new {self.label}'s uid (a UUID); omit to let the API choose one.",
+                    f"The new {self.label}'s uid (a UUID); omit to get a new random one.",
                 ),
             ],
             self.item,

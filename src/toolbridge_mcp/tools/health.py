@@ -15,13 +15,16 @@ class HealthReport(BaseModel):
     """What an operator needs to see whether calls can succeed; never a token or secret."""
 
     status: Literal["ok", "degraded"] = Field(
-        description="degraded: no usable token, or token refreshes are failing"
+        description="degraded: no usable token (none, or expired), or token refreshes are failing"
     )
     auth_mode: AuthMode = Field(description="how the server authenticates to the API")
     tenant_id: str | None
     api_url: str
     token_expires_at: datetime | None = None
     token_expires_in_seconds: float | None = None
+    token_expired_seconds_ago: float | None = Field(
+        default=None, description="set when the current token has expired: seconds since"
+    )
     last_refresh_at: datetime | None = None
     last_refresh_success: bool | None = None
     failure_count: int = 0
@@ -34,18 +37,25 @@ def health_report(backend: Backend) -> HealthReport:
     auth0 mode when tokens are not coming, in static mode when the token has expired)."""
     auth = backend.auth.health()
     expires_at = auth.token_expires_at
+    left = None if expires_at is None else (expires_at - datetime.now(UTC)).total_seconds()
+    status, detail, expired_ago = auth.status, auth.detail, None
+    if left is not None and left <= 0:
+        # Whatever the mode says: an expired token cannot make a call succeed (an idle
+        # server whose identity provider is down never tried to refresh).
+        expired_ago = round(-left, 1)
+        status = "degraded"
+        detail = f"the access token expired {expired_ago:g} s ago; {detail}"
     return HealthReport(
-        status=auth.status,
+        status=status,
         auth_mode=backend.auth.name,
         tenant_id=backend.settings.tenant_id,
         api_url=backend.api_url,
         token_expires_at=expires_at,
-        token_expires_in_seconds=None
-        if expires_at is None
-        else round((expires_at - datetime.now(UTC)).total_seconds(), 1),
+        token_expires_in_seconds=None if left is None else round(left, 1),
+        token_expired_seconds_ago=expired_ago,
         last_refresh_at=auth.last_refresh_at,
         last_refresh_success=auth.last_refresh_success,
         failure_count=auth.failure_count,
         last_error=auth.last_error,
-        detail=auth.detail,
+        detail=detail,
     )

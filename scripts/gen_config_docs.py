@@ -119,8 +119,8 @@ PENDING_DESCRIPTIONS: dict[tuple[type[BaseSettings], str], str] = {
     (Settings, "auth0_scope"): "Space-separated scopes to ask for.",
     (Settings, "auth0_timeout_seconds"): "HTTP timeout of one token request.",
     (Settings, "log_level"): "Log level (case-insensitive).",
-    (Settings, "host"): "Where the MCP server listens (`0.0.0.0` in a container); "
-    "`serve --host` overrides it.",
+    (Settings, "host"): "Where the MCP server listens; `serve --host` overrides it. Beyond "
+    "loopback only in per-user mode or with TOOLBRIDGE_ALLOW_UNAUTHENTICATED_NETWORK.",
     (Settings, "port"): "Its port; `serve --port` overrides it.",
     (Settings, "max_timestamp_skew_seconds"): "Tenant-signature clock window.",
     # API

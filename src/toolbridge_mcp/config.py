@@ -226,7 +226,8 @@ class Settings(BaseSettings):
         default=32 * 1024,
         ge=1024,
         le=1024 * 1024,
-        description="Largest request line plus headers the HTTP transports accept (431 beyond).",
+        description="Largest request line plus headers the HTTP transports accept; a larger "
+        "request is refused (400) and its connection closed as soon as the limit is passed.",
     )
     max_concurrent_connections: int = Field(
         default=200,

@@ -55,6 +55,8 @@ class KillableApi(ApiProcess):
         process.wait(timeout=10)
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -351,6 +353,8 @@ def test_kill_9_mid_stream_and_restart(api_jwks: JWKSServer, tmp_path: Path) -> 
             "WriteError",
         }, statuses
         _assert_exactly_once(clients[0], writers)
+        for client in clients:
+            client.close()
     finally:
         api.stop()
 
@@ -486,6 +490,8 @@ def _outages_under_load(api: KillableApi, jwks: JWKSServer, postgres: PrivatePos
     # Full service after: every route answers as before.
     assert clients[1].notes()
     assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok", "database": "ok"}
+    for client in clients:
+        client.close()
 
 
 def _wait_until_healthy(url: str, timeout: float = 20.0) -> float:

@@ -58,11 +58,13 @@ class KillableApi(ApiProcess):
         if process.stderr is not None:
             process.stderr.close()
 
-    def rss_bytes(self) -> int:
+    def memory(self, field: str = "VmRSS") -> int:
+        """Bytes of the child's resident memory (``VmRSS``), or its peak so far (``VmHWM``),
+        which also shows memory that was taken and given back."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
+        raise AssertionError(f"no {field}")
 
 
 def api_env(jwks: JWKSServer, database_url: str, **extra: str) -> dict[str, str]:
@@ -141,17 +143,20 @@ def test_a_64_mb_header_is_a_431_and_the_server_does_not_grow(sqlite_api: Any) -
     api, _ = sqlite_api
     for _ in range(20):  # warm up: the allocator's steady state
         assert httpx.get(f"{api.url}/healthz").status_code == 200
-    before = api.rss_bytes()
+    before, peak_before = api.memory(), api.memory("VmHWM")
     answer, sent = _send_huge_header(api.port, 64 * MB)
-    after = api.rss_bytes()
+    after, peak_after = api.memory(), api.memory("VmHWM")
     status_line = answer.split(b"\r\n", 1)[0]
     print(
         f"\n64 MB header: answered {status_line!r} after {sent / MB:.1f} MB sent;"
-        f" RSS {before / MB:.1f} -> {after / MB:.1f} MB"
+        f" RSS {before / MB:.1f} -> {after / MB:.1f} MB, peak {peak_before / MB:.1f} ->"
+        f" {peak_after / MB:.1f} MB"
     )
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert b"request headers too large" in answer
+    assert sent < 8 * MB, "refused while the header was still arriving, not after"
     assert after - before < 8 * MB, f"grew by {(after - before) / MB:.1f} MB"
+    assert peak_after - peak_before < 8 * MB, "not even for a moment"
     assert httpx.get(f"{api.url}/healthz").status_code == 200
 
 

@@ -79,11 +79,12 @@ async def test_a_body_that_does_not_arrive_in_time_is_a_408(small: RunningIssuer
     assert response.json()["error_description"] == "request body not received within 0.3 s"
 
 
-def _rss(pid: int) -> int:
+def _memory(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory in bytes (``VmHWM``: its peak so far)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 def test_serve_refuses_a_64_mb_header_without_growing(tmp_path: Path) -> None:
@@ -94,7 +95,7 @@ def test_serve_refuses_a_64_mb_header_without_growing(tmp_path: Path) -> None:
         assert process is not None
         for _ in range(10):
             httpx.get(f"{server.url}/.well-known/jwks.json")
-        before = _rss(process.pid)
+        before, peak_before = _memory(process.pid), _memory(process.pid, "VmHWM")
         answer = bytearray()
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
 
@@ -105,16 +106,21 @@ def test_serve_refuses_a_64_mb_header_without_growing(tmp_path: Path) -> None:
 
             reader = threading.Thread(target=read, daemon=True)
             reader.start()
+            sent = 0
             with contextlib.suppress(OSError):
                 sock.sendall(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nX-Huge: ")
-                for _ in range(64 * 4):
+                while sent < 64 * MB and reader.is_alive():
                     sock.sendall(b"a" * (256 * 1024))
+                    sent += 256 * 1024
             reader.join(timeout=10)
-        after = _rss(process.pid)
+        after, peak_after = _memory(process.pid), _memory(process.pid, "VmHWM")
         print(
-            f"\ndev issuer, 64 MB header: {bytes(answer[:12])!r}, RSS {before / MB:.1f} -> "
-            f"{after / MB:.1f} MB"
+            f"\ndev issuer, 64 MB header: {bytes(answer[:12])!r} after {sent / MB:.1f} MB sent,"
+            f" RSS {before / MB:.1f} -> {after / MB:.1f} MB, peak {peak_before / MB:.1f} ->"
+            f" {peak_after / MB:.1f} MB"
         )
         assert answer.startswith(b"HTTP/1.1 400 "), bytes(answer[:100])
+        assert sent < 8 * MB, "refused while the header was still arriving"
         assert after - before < 8 * MB
+        assert peak_after - peak_before < 8 * MB
         assert httpx.get(f"{server.url}/.well-known/jwks.json").status_code == 200

@@ -35,6 +35,8 @@ from toolbridge_api.routes.context import StoreDep, SyncedCaller
 from toolbridge_api.routes.models import ItemOut, ItemPage, ProcessIn, error_responses
 from toolbridge_common.contract import (
     DEFAULT_LIST_LIMIT,
+    HEADER_IDEMPOTENCY_KEY,
+    HEADER_IDEMPOTENT_REPLAYED,
     MAX_LIST_LIMIT,
     decode_cursor,
     encode_cursor,
@@ -76,8 +78,8 @@ IfMatch = Annotated[
         pattern=r'^(\*|(W/)?"?[0-9]{1,18}"?)$',
     ),
 ]
-IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
+IDEMPOTENCY_KEY_HEADER = HEADER_IDEMPOTENCY_KEY
+REPLAYED_HEADER = HEADER_IDEMPOTENT_REPLAYED
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 IdempotencyKey = Annotated[
     str | None,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from toolbridge_mcp.config import ConfigError, Settings, get_settings, load_settings
+from toolbridge_common.settings import ConfigError
+from toolbridge_mcp.config import Settings, get_settings, load_settings
 
 pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
@@ -221,4 +222,4 @@ def test_plain_http_token_url_is_accepted_on_loopback(monkeypatch: pytest.Monkey
 
 def test_token_url_without_endpoint_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="TOOLBRIDGE_AUTH0_DOMAIN"):
-        Settings(_env_file=None).token_url()
+        Settings(_env_file=None).token_url()  # type: ignore[call-arg]

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from toolbridge_common.settings import ConfigError
 from toolbridge_mcp.auth.modes import caller_auth_provider
 from toolbridge_mcp.auth.modes.exchange import resource_server
-from toolbridge_mcp.config import ConfigError, load_settings
+from toolbridge_mcp.config import load_settings
 
 pytestmark = pytest.mark.usefixtures("clean_settings_env")
 

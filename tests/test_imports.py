@@ -34,4 +34,4 @@ def test_every_auth_export_resolves() -> None:
     for name in toolbridge_mcp.auth.__all__:
         assert getattr(toolbridge_mcp.auth, name).__name__ == name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = toolbridge_mcp.auth.nope  # type: ignore[attr-defined]
+        _ = toolbridge_mcp.auth.nope

@@ -84,7 +84,7 @@ async def test_concurrent_pushes_of_one_uid(api: Api) -> None:
     applied = sorted(
         ack["version"]
         for (ack,), item in zip(acks, order, strict=True)
-        if ack["updatedAt"] == _time(int(item["updatedTs"]))
+        if ack["updatedAt"] == _time(int(item["updatedTs"]))  # type: ignore[call-overload]
     )
     assert applied == list(range(1, len(applied) + 1)), "exactly +1 per applied push"
     page = await pull(alice, "notes")
@@ -94,7 +94,7 @@ async def test_concurrent_pushes_of_one_uid(api: Api) -> None:
     for (ack,), item in zip(acks, order, strict=True):
         assert "error" not in ack
         assert ack["version"] <= got["version"]
-        assert _ms(ack["updatedAt"]) >= int(item["updatedTs"])
+        assert _ms(ack["updatedAt"]) >= int(item["updatedTs"])  # type: ignore[call-overload]
 
 
 async def test_concurrent_pushes_of_the_same_new_item(api: Api) -> None:

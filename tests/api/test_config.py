@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from toolbridge_api.config import ApiSettings, ConfigError, DatabaseSettings, load_api_settings
+from toolbridge_api.config import ApiSettings, DatabaseSettings, load_api_settings
+from toolbridge_common.settings import ConfigError
 
 SECRET = "hs256-secret-that-must-never-be-echoed-0123456789"
 

@@ -84,12 +84,12 @@ async def test_a_write_that_cannot_get_its_turn_is_refused_in_time_and_never_app
     )
     started = time.monotonic()
     if backend == "sqlite":
-        with held:  # type: ignore[attr-defined]
+        with held:  # type: ignore[union-attr]
             responses = await _queued_creates(alice)
             elapsed = time.monotonic() - started
             await asyncio.sleep(3 * TIMEOUT)  # any write still waiting would land now
     else:
-        async with held:  # type: ignore[attr-defined]
+        async with held:  # type: ignore[union-attr]
             responses = await _queued_creates(alice)
             elapsed = time.monotonic() - started
             await asyncio.sleep(3 * TIMEOUT)

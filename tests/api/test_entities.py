@@ -470,7 +470,8 @@ async def test_patch_is_a_shallow_merge(alice: User) -> None:
 
 async def test_empty_patch_changes_nothing(alice: User) -> None:
     item = await alice.create("notes", {"a": 1})
-    for patch in ({}, {"uid": str(uuid.uuid4())}, {"sync": {}}):
+    patches: tuple[dict[str, Any], ...] = ({}, {"uid": str(uuid.uuid4())}, {"sync": {}})
+    for patch in patches:
         response = await alice.request("PATCH", f"/v1/notes/{item['uid']}", json=patch)
         assert response.status_code == 200
         assert response.json() == item
@@ -582,12 +583,13 @@ async def test_comment_and_message_parents_must_be_live(alice: User) -> None:
     assert put.status_code == 400
     # Once the chat is deleted, its messages cannot change, but can still be deleted.
     await alice.request("DELETE", f"/v1/chats/{chat['uid']}")
-    for method, path, body in (
+    cases: tuple[tuple[str, str, dict[str, Any] | None], ...] = (
         ("PATCH", f"/v1/chat_messages/{message['uid']}", {"content": "y"}),
         ("POST", f"/v1/chat_messages/{message['uid']}/archive", None),
         ("POST", f"/v1/chat_messages/{message['uid']}/process", {"action": "mark_read"}),
-    ):
-        response = await alice.request(method, path, json=body)
+    )
+    for method, path, part in cases:
+        response = await alice.request(method, path, json=part)
         assert response.status_code == 404, (method, path)
         assert response.json()["error"].startswith(f"parent chat not found: {chat['uid']}")
     assert (await alice.request("GET", f"/v1/chat_messages/{message['uid']}")).json() == message

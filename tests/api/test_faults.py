@@ -386,7 +386,7 @@ class PrivatePostgres:
         return None
 
     def _run(self, *argv: str) -> None:
-        command = [str(self.bin / argv[0]), *argv[1:]]
+        command = [str(self.bin / argv[0]), *argv[1:]]  # type: ignore[operator]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
         subprocess.run(command, check=True, capture_output=True, timeout=60)  # noqa: S603

@@ -355,7 +355,7 @@ async def _check_converted(url: str) -> None:
                 "updatedTs": format_ms(updated_ms),
                 "sync": sync,
             }, entity
-        assert item.payload["sync"]["deletedAt"] if item.deleted else True
+        assert item.payload["sync"]["deletedAt"] if item.deleted else True  # type: ignore[union-attr]
         tasks = await store.list_items(who, "tasks", after=None, limit=10, include_deleted=True)
         assert [task.uid for task in tasks] == [row[1] for row in _OLD_ROWS[:3]]
         async with engine.connect() as conn:

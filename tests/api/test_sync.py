@@ -499,7 +499,7 @@ async def test_a_body_cut_short_by_a_disconnect_runs_nothing() -> None:
     )
 
     async def receive() -> dict[str, Any]:
-        return next(messages)
+        return next(messages)  # type: ignore[arg-type]
 
     sent: list[dict[str, Any]] = []
 
@@ -508,6 +508,6 @@ async def test_a_body_cut_short_by_a_disconnect_runs_nothing() -> None:
 
     middleware = BodyLimitMiddleware(app, max_body_bytes=1024)
     scope = {"type": "http", "method": "POST", "path": "/v1/notes", "headers": []}
-    await middleware(scope, receive, send)
+    await middleware(scope, receive, send)  # type: ignore[arg-type]
     assert called == []
     assert sent == []

@@ -360,7 +360,7 @@ def test_the_readme_quick_start_and_a_wipe(server: ApiServer) -> None:
         assert page == {
             "upserts": [item],
             "deletes": [],
-            "nextCursor": go_cursor(T0_MS, item["uid"]),
+            "nextCursor": go_cursor(T0_MS, item["uid"]),  # type: ignore[arg-type]
         }
         old = dict(script.sync)
         wiped = http.post("/v1/sync/wipe", json={"confirm": "WIPE"}, headers=old)
@@ -684,7 +684,7 @@ async def test_pull_pages_in_time_order_and_resumes_from_a_high_water_mark(alice
 @SQLITE_ONLY
 async def test_push_and_pull_need_a_session_and_the_current_epoch(api: Api, alice: User) -> None:
     for method, path in (("POST", "/v1/sync/notes/push"), ("GET", "/v1/sync/notes/pull")):
-        body = {"items": []} if method == "POST" else None
+        body: dict[str, Any] | None = {"items": []} if method == "POST" else None
         missing = await alice.request(method, path, json=body, headers={"X-Sync-Session": ""})
         assert missing.status_code == 428
         await api.app.state.sync_state.bump_epoch(alice_principal(alice))

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.api.conftest import SQLITE_ONLY, Api
 from tests.support.jwks import AUDIENCE, JWKSServer, SigningKey
-from toolbridge_api.config import ApiSettings, ConfigError, load_api_settings
+from toolbridge_api.config import ApiSettings, load_api_settings
+from toolbridge_common.settings import ConfigError
 from toolbridge_common.signing_keys import SigningKey as ApiKey
 
 pytestmark = SQLITE_ONLY
@@ -171,7 +172,7 @@ async def test_tokens_that_are_not_a_users_token_for_the_mcp_server_are_refused(
         "another key": lambda: user_token(jwks, key=SigningKey.generate()),
         "not a JWT": lambda: "opaque-value",
     }.get(kind)
-    token = subject() if subject is not None else await exchanged(exchanging, user_token(jwks))
+    token = subject() if subject is not None else await exchanged(exchanging, user_token(jwks))  # type: ignore[no-untyped-call]
     response = await exchange(exchanging, token)
     assert response.status_code == 400, response.text
     body = response.json()
@@ -287,8 +288,9 @@ async def test_forged_or_stale_own_tokens_are_refused_at_every_route(
     jwks = exchanging.jwks
     claims = {"issuer": OWN_ISSUER, "sub": "auth0|alice"}
     token = {
-        "another key": lambda: jwks.mint(**claims),  # the IdP's key, the API's issuer
-        "HS256": lambda: jwks.mint(key="k" * 32, alg="HS256", **claims),
+        # the IdP's key, the API's issuer
+        "another key": lambda: jwks.mint(**claims),  # type: ignore[arg-type]
+        "HS256": lambda: jwks.mint(key="k" * 32, alg="HS256", **claims),  # type: ignore[arg-type]
         "wrong audience": lambda: _own_token(exchanging, aud=MCP_AUDIENCE),
         "expired": lambda: _own_token(exchanging, exp=int(time.time()) - 120),
     }[forgery]()

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from toolbridge_dev.issuer.config import ConfigError, load_issuer_settings
+from toolbridge_common.settings import ConfigError
+from toolbridge_dev.issuer.config import load_issuer_settings
 
 pytestmark = pytest.mark.usefixtures("clean_settings_env")
 

@@ -402,10 +402,10 @@ async def test_the_mcp_token_manager_gets_tokens(
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         auth0_client_id=client_id,
-        auth0_client_secret=secret,
+        auth0_client_secret=secret,  # type: ignore[arg-type]
         auth0_token_url=issuer.token_url,
         auth0_audience=AUDIENCE,
-        auth0_client_auth_method=method,
+        auth0_client_auth_method=method,  # type: ignore[arg-type]
     )
     manager = TokenManager.from_settings(settings)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def test_an_rs256_assertion_gets_a_client_token(keyed: RunningIssuer, logs: LogC
 
 @pytest.mark.parametrize("audience", ["issuer", "issuer without slash", "list"])
 def test_the_issuer_is_an_accepted_audience(keyed: RunningIssuer, audience: str) -> None:
-    aud: str | list[str] = {
+    aud: str | Sequence[str] = {
         "issuer": keyed.issuer_url,
         "issuer without slash": keyed.url,
         "list": ["https://someone.else", keyed.token_url],

@@ -160,7 +160,7 @@ async def test_tokens_not_issued_for_this_server_get_401_before_the_api(
     fresh: PerUserStack, kind: str
 ) -> None:
     other_key = SigningKey.generate()
-    token = {
+    token = {  # type: ignore[no-untyped-call]
         "the API's audience": lambda: fresh.mint(audience=API_AUDIENCE),
         "another MCP server's audience": lambda: fresh.mint(audience="https://other.test/mcp"),
         "expired": lambda: fresh.mint(lifetime=-120),

@@ -386,7 +386,7 @@ class EntityTools:
             ],
             self.item,
             body,
-            ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
+            ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
         )
 
     def _patch(self) -> Tool:
@@ -433,7 +433,7 @@ class EntityTools:
             ],
             self.item,
             body,
-            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
         )
 
     def _delete(self) -> Tool:
@@ -464,7 +464,7 @@ class EntityTools:
             [self._uid()],
             self.item,
             body,
-            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
         )
 
     def _process(self) -> Tool:

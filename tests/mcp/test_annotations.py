@@ -7,6 +7,7 @@ from typing import Any
 
 from fastmcp import Client
 
+from tests.conftest import LogCapture
 from tests.mcp.conftest import call, call_error
 from tests.support.idp import IdP
 
@@ -39,3 +40,15 @@ async def test_idempotent_hints_match_what_a_repeat_does(client: Client[Any], id
         read_hints = tools[name].annotations
         assert read_hints is not None
         assert read_hints.read_only_hint, name
+
+
+async def test_an_ordinary_version_conflict_is_not_logged_as_an_error(
+    client: Client[Any], idp: IdP, logs: LogCapture
+) -> None:
+    note = await call(client, idp, "create_note", title="t", content="c")
+    await call(client, idp, "update_note", uid=note["uid"], title="newer", content="c")
+    text = await call_error(
+        client, idp, "update_note", uid=note["uid"], title="stale", content="c", if_match=1
+    )
+    assert "version" in text.lower()
+    assert not [line for line in logs.lines if line.startswith(("ERROR", "CRITICAL"))]

@@ -284,8 +284,7 @@ def to_tool_error(exc: Exception, ctx: ErrorContext) -> ToolError:
         return ToolError(message)
     if isinstance(exc, ApiUnavailableError) and ctx.write is not None:
         return ToolError(
-            f"ToolBridge API did not answer at {ctx.api_url} ({exc.reason}). "
-            f"{_maybe_applied(ctx)}"
+            f"ToolBridge API did not answer at {ctx.api_url} ({exc.reason}). {_maybe_applied(ctx)}"
         )
     if isinstance(exc, ApiUnavailableError):
         return ToolError(

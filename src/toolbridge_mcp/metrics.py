@@ -28,8 +28,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from toolbridge_mcp.backend.client import DEFAULT_LIMITS
 from toolbridge_mcp.backend.runtime import Backend
+from toolbridge_mcp.backend.transport import DEFAULT_LIMITS, PooledTransport
 
 Outcome = Literal["ok", "tool_error", "error"]
 UNKNOWN_TOOL = "unknown"
@@ -97,20 +97,30 @@ class ToolCallMetrics(Middleware):
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
-    """The backend client's pooled transport, counting the API's answers by status
-    (``unavailable`` when none came). The pool opens on first use, so a server stopped and
-    started again gets a fresh one, as with httpx's own default transport."""
+    """The backend client's pooled transport (:class:`PooledTransport`), counting the API's
+    answers by status (``unavailable`` when none came). :meth:`prepare` builds the pool
+    ahead of the first request; after :meth:`aclose` the next request builds a fresh one, so
+    a server stopped and started again gets a new pool, as with httpx's own transport."""
 
     def __init__(self, requests: Counter, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
         self._requests = requests
         self._limits = limits
-        self._pool: httpx.AsyncHTTPTransport | None = None
+        self._pool: PooledTransport | None = None
+
+    def prepare(self) -> None:
+        """Build the pool and its TLS context now (~20 ms of CPU): call it before serving
+        or in a worker thread, never on a loop that serves."""
+        if self._pool is None:
+            self._pool = PooledTransport(self._limits)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._pool is None:
-            self._pool = httpx.AsyncHTTPTransport(limits=self._limits)
+        pool = self._pool
+        if pool is None:
+            self.prepare()
+            pool = self._pool
+            assert pool is not None
         try:
-            response = await self._pool.handle_async_request(request)
+            response = await pool.handle_async_request(request)
         except httpx.TransportError:
             self._requests.labels("unavailable").inc()
             raise

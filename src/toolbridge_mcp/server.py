@@ -7,21 +7,17 @@ lifespan opens the one pooled API client and starts the token manager, and close
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 
 import mcp_types as mt
 from fastmcp import FastMCP
-from fastmcp.exceptions import ToolError, ValidationError
 from fastmcp.server.lifespan import lifespan
-from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from fastmcp.tools import Tool, ToolResult
+from fastmcp.tools import Tool
 from loguru import logger
-from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -31,6 +27,7 @@ from toolbridge_mcp.config import Settings, get_settings
 from toolbridge_mcp.http_guard import GuardConfig, GuardedFastMCP
 from toolbridge_mcp.metrics import ServerMetrics
 from toolbridge_mcp.tools.entities import entity_tools
+from toolbridge_mcp.tools.exact import ExactTool
 from toolbridge_mcp.tools.health import HealthReport, health_report
 
 _ENTITIES = ", ".join(name.replace("_", " ") for name in contract.ENTITY_NAMES)
@@ -41,68 +38,6 @@ delete_ (soft delete), archive_ and process_ (actions such as pin or complete) t
 Items are addressed by uid; pass the version you read as if_match to update or patch only
 that version (a version conflict names the current one).
 Call health_check if calls fail with authentication or availability errors."""
-
-
-class ExactArguments(Middleware):
-    """A call with an argument its tool does not have fails, naming the tool's arguments:
-    dropping it would silently lose what the caller meant (``if_match``, ``updates``, ...).
-    Invalid values fail the same way, one line per argument and never echoing the value."""
-
-    def __init__(self, tools: Iterable[Tool]) -> None:
-        self._signatures = {tool.name: _Signature.of(tool) for tool in tools}
-
-    async def on_call_tool(
-        self,
-        context: MiddlewareContext[mt.CallToolRequestParams],
-        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
-    ) -> ToolResult:
-        name = context.message.name
-        signature = self._signatures.get(name)
-        if signature is None:
-            return await call_next(context)
-        unknown = sorted(set(context.message.arguments or {}) - signature.names)
-        if unknown:
-            logger.info("Refused unknown arguments of {}: {}", name, unknown)
-            listed = ", ".join(repr(arg) for arg in unknown)
-            raise ToolError(
-                f"{name} has no argument {listed}. {signature.describe()}",
-            )
-        try:
-            return await call_next(context)
-        except ValidationError as exc:
-            cause = exc.__cause__
-            if not isinstance(cause, PydanticValidationError):
-                raise
-            raise ToolError(
-                f"Invalid arguments for {name}: {_problems(cause)}. {signature.describe()}"
-            ) from None
-
-
-@dataclass(frozen=True, slots=True)
-class _Signature:
-    names: frozenset[str]
-    text: str
-
-    @classmethod
-    def of(cls, tool: Tool) -> _Signature:
-        properties = cast(dict[str, Any], tool.parameters.get("properties", {}))
-        required = set(cast(list[str], tool.parameters.get("required", [])))
-        shown = [f"{name} (required)" if name in required else name for name in properties]
-        return cls(frozenset(properties), ", ".join(shown))
-
-    def describe(self) -> str:
-        return f"Its arguments are: {self.text}." if self.text else "It takes no arguments."
-
-
-def _problems(error: PydanticValidationError) -> str:
-    """``status: Input should be 'open' or ...`` per argument, without the input values."""
-    by_argument: dict[str, list[str]] = {}
-    for problem in error.errors(include_url=False, include_input=False):
-        where = str(problem["loc"][0]) if problem["loc"] else "arguments"
-        messages = by_argument.setdefault(where, [])
-        if problem["msg"] not in messages:
-            messages.append(problem["msg"])
-    return "; ".join(f"{name}: {' or '.join(msgs)}" for name, msgs in by_argument.items())
 
 
 def create_server(settings: Settings | None = None) -> FastMCP[Any]:
@@ -131,7 +66,7 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
 
     tools: list[Tool] = [
         *entity_tools(backend),
-        Tool.from_function(health_check, annotations=mt.ToolAnnotations(read_only_hint=True)),
+        ExactTool.from_function(health_check, annotations=mt.ToolAnnotations(read_only_hint=True)),
     ]
     mcp: FastMCP[Any] = GuardedFastMCP(  # Host/Origin checked on every HTTP transport
         "ToolBridge",
@@ -140,7 +75,7 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
         lifespan=resources,
         auth=backend.auth.mcp_auth(),
         mask_error_details=True,
-        middleware=[metrics.middleware, ExactArguments(tools)],
+        middleware=[metrics.middleware],
     )
     for tool in tools:
         mcp.add_tool(tool)

@@ -83,11 +83,20 @@ def signed(request: httpx.Request) -> bool:
     return request.headers["X-TB-Signature"] == expected.hexdigest()
 
 
+# The server's API client sends through httpcore2's pool (toolbridge_mcp.backend.transport);
+# respx patches httpcore's pools unless told of this one too.
+_HTTPCORE2_POOL = "httpcore2._async.connection_pool.AsyncConnectionPool"
+
+
 @pytest.fixture
 def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
-        router.post("/v1/sync/sessions").respond(201, json=SESSION)
-        yield router
+    respx.mocks.HTTPCoreMocker.add_targets(_HTTPCORE2_POOL)
+    try:
+        with respx.mock(base_url=BASE, assert_all_called=False) as router:
+            router.post("/v1/sync/sessions").respond(201, json=SESSION)
+            yield router
+    finally:
+        respx.mocks.HTTPCoreMocker.remove_targets(_HTTPCORE2_POOL)
 
 
 async def test_every_request_carries_auth_tenant_and_session_headers(

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from loguru import logger
 from pydantic import BaseModel, ValidationError
+from typing_extensions import TypeVar
 
 from toolbridge_common import contract
 from toolbridge_common.contract import Entity
@@ -30,6 +31,7 @@ from toolbridge_mcp.auth.tenant import TenantSigner
 from toolbridge_mcp.backend.errors import ApiError, ApiUnavailableError, json_or_none
 from toolbridge_mcp.backend.models import Item, Page, SessionInfo
 from toolbridge_mcp.backend.sessions import SessionPool, SyncSession
+from toolbridge_mcp.backend.transport import DEFAULT_LIMITS
 from toolbridge_mcp.oauth import parse_retry_after
 
 SESSIONS_PATH = "/v1/sync/sessions"
@@ -43,11 +45,12 @@ IDEMPOTENCY_KEY = "Idempotency-Key"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TRANSPORT_RETRY_DELAY = 0.5
 """Wait before the one retry of a request whose connection failed (refused or broken)."""
-DEFAULT_LIMITS = httpx.Limits(
-    max_connections=100, max_keepalive_connections=50, keepalive_expiry=60.0
-)
 
 Model = TypeVar("Model", bound=BaseModel)
+ItemT = TypeVar("ItemT", bound=Item, default=Item)
+PageT = TypeVar("PageT", bound=Page, default=Page)
+_ITEM: Any = Item  # the defaults of ``model=``, typed so that mypy takes them for any ItemT
+_PAGE: Any = Page
 Json = Mapping[str, Any]
 
 
@@ -68,6 +71,7 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.auth = auth
         self._max_retry_after_wait = max_retry_after_wait
+        self._transport = transport
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             auth=auth,
@@ -79,6 +83,14 @@ class ApiClient:
             event_hooks={"request": [tenant.sign]} if tenant is not None else None,
         )
         self.sessions = SessionPool(self._open_session)
+
+    def prepare(self) -> None:
+        """Build the transport's connection pool and TLS context now, if it builds them on
+        first use (:class:`~toolbridge_mcp.metrics.CountingTransport`): CPU work to do
+        before serving or in a worker thread, not on the event loop at the first call."""
+        prepare = getattr(self._transport, "prepare", None)
+        if prepare is not None:
+            prepare()
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
@@ -94,9 +106,10 @@ class ApiClient:
         limit: int | None = None,
         cursor: str | None = None,
         include_deleted: bool = False,
-    ) -> Page:
+        model: type[PageT] = _PAGE,
+    ) -> PageT:
         """``GET /v1/{entity}``: one page, ``limit`` items at most (the API's default when
-        ``None``)."""
+        ``None``), read as ``model`` (a :class:`Page` or a subclass typing the items)."""
         params: dict[str, str] = {}
         if limit is not None:
             params["limit"] = str(limit)
@@ -104,63 +117,103 @@ class ApiClient:
             params["cursor"] = cursor
         if include_deleted:
             params["includeDeleted"] = "true"
-        return _read(Page, await self.call("GET", entity.path, params=params or None), "page")
+        response = await self.exchange("GET", entity.path, params=params or None)
+        return _read_json(model, response, "page")
 
-    async def get_item(self, entity: Entity, uid: str, *, include_deleted: bool = False) -> Item:
-        """``GET /v1/{entity}/{uid}``; a deleted item only with ``include_deleted``."""
+    async def get_item(
+        self,
+        entity: Entity,
+        uid: str,
+        *,
+        include_deleted: bool = False,
+        model: type[ItemT] = _ITEM,
+    ) -> ItemT:
+        """``GET /v1/{entity}/{uid}``; a deleted item only with ``include_deleted``. Every
+        item method reads the answer as ``model``: :class:`Item` or a subclass typing the
+        payload, validated once, straight from the body."""
         params = {"includeDeleted": "true"} if include_deleted else None
-        return await self._item("GET", item_path(entity, uid), params=params)
+        return await self._item(model, "GET", item_path(entity, uid), params=params)
 
-    async def create_item(self, entity: Entity, payload: Json) -> Item:
+    async def create_item(
+        self, entity: Entity, payload: Json, *, model: type[ItemT] = _ITEM
+    ) -> ItemT:
         """``POST /v1/{entity}``; a ``uid`` in the payload is kept (an existing one updated)."""
-        return await self._item("POST", entity.path, json=dict(payload))
+        return await self._item(model, "POST", entity.path, json=dict(payload))
 
     async def update_item(
-        self, entity: Entity, uid: str, payload: Json, *, if_match: int | None = None
-    ) -> Item:
+        self,
+        entity: Entity,
+        uid: str,
+        payload: Json,
+        *,
+        if_match: int | None = None,
+        model: type[ItemT] = _ITEM,
+    ) -> ItemT:
         """``PUT /v1/{entity}/{uid}``: the payload replaces the stored one."""
         return await self._item(
-            "PUT", item_path(entity, uid), json=dict(payload), headers=_if_match(if_match)
+            model, "PUT", item_path(entity, uid), json=dict(payload), headers=_if_match(if_match)
         )
 
     async def patch_item(
-        self, entity: Entity, uid: str, changes: Json, *, if_match: int | None = None
-    ) -> Item:
+        self,
+        entity: Entity,
+        uid: str,
+        changes: Json,
+        *,
+        if_match: int | None = None,
+        model: type[ItemT] = _ITEM,
+    ) -> ItemT:
         """``PATCH /v1/{entity}/{uid}``: each top-level key of ``changes`` replaces the
         stored one, the others stay."""
         return await self._item(
-            "PATCH", item_path(entity, uid), json=dict(changes), headers=_if_match(if_match)
+            model, "PATCH", item_path(entity, uid), json=dict(changes), headers=_if_match(if_match)
         )
 
-    async def delete_item(self, entity: Entity, uid: str, *, if_match: int | None = None) -> Item:
+    async def delete_item(
+        self,
+        entity: Entity,
+        uid: str,
+        *,
+        if_match: int | None = None,
+        model: type[ItemT] = _ITEM,
+    ) -> ItemT:
         """``DELETE /v1/{entity}/{uid}``: a soft delete; the item comes back with
         ``deletedAt``."""
-        return await self._item("DELETE", item_path(entity, uid), headers=_if_match(if_match))
+        return await self._item(
+            model, "DELETE", item_path(entity, uid), headers=_if_match(if_match)
+        )
 
-    async def archive_item(self, entity: Entity, uid: str) -> Item:
+    async def archive_item(self, entity: Entity, uid: str, *, model: type[ItemT] = _ITEM) -> ItemT:
         """``POST /v1/{entity}/{uid}/archive`` (the effect is ``entity.archive``)."""
-        return await self._item("POST", f"{item_path(entity, uid)}/archive", json={})
+        return await self._item(model, "POST", f"{item_path(entity, uid)}/archive", json={})
 
     async def process_item(
-        self, entity: Entity, uid: str, action: str, *, metadata: Json | None = None
-    ) -> Item:
+        self,
+        entity: Entity,
+        uid: str,
+        action: str,
+        *,
+        metadata: Json | None = None,
+        model: type[ItemT] = _ITEM,
+    ) -> ItemT:
         """``POST /v1/{entity}/{uid}/process`` with one of ``entity.actions``."""
         body: dict[str, Any] = {"action": action}
         if metadata is not None:
             body["metadata"] = dict(metadata)
-        return await self._item("POST", f"{item_path(entity, uid)}/process", json=body)
+        return await self._item(model, "POST", f"{item_path(entity, uid)}/process", json=body)
 
     async def _item(
         self,
+        model: type[ItemT],
         method: str,
         path: str,
         *,
         params: dict[str, str] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
-    ) -> Item:
-        body = await self.call(method, path, params=params, json=json, headers=headers)
-        return _read(Item, body, "item")
+    ) -> ItemT:
+        response = await self.exchange(method, path, params=params, json=json, headers=headers)
+        return _read_json(model, response, "item")
 
     # --- sessions and info ------------------------------------------------------------
 
@@ -228,6 +281,19 @@ class ApiClient:
     ) -> Any:
         """Send one entity request with the session; the decoded JSON body (``None`` if
         empty). Raises :class:`ApiError` or :class:`ApiUnavailableError`."""
+        return _decode(await self.exchange(method, path, params=params, json=json, headers=headers))
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """:meth:`call`'s request and recoveries; the successful response, body unread by
+        any parser (the caller decodes it once)."""
         principal = self.auth.principal()
         session = await self.sessions.get(principal)
         recovered: set[str] = set()
@@ -252,7 +318,7 @@ class ApiClient:
                 continue
             retry = await self._recover(response, principal, session, recovered)
             if retry is None:
-                return _decode(response)
+                return response
             session = retry
 
     async def _recover(
@@ -335,6 +401,24 @@ def _read(model: type[Model], body: Any, what: str) -> Model:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        fields = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
-        which = f" ({', '.join(fields)})" if fields else ""
-        raise ApiError(200, f"a {what} this server cannot read{which}") from None
+        raise _unreadable(exc, what) from None
+
+
+def _read_json(model: type[Model], response: httpx.Response, what: str) -> Model:
+    """The response body as ``model``, parsed and validated in one pass (no ``json.loads``
+    and second walk); the errors are :func:`_decode`'s and :func:`_read`'s."""
+    content = response.content
+    try:
+        return model.model_validate_json(content)
+    except ValidationError as exc:
+        if content.strip() == b"null" or (
+            content and any(error["type"] == "json_invalid" for error in exc.errors())
+        ):
+            raise ApiError(response.status_code, "a body that is not JSON") from None
+        raise _unreadable(exc, what) from None
+
+
+def _unreadable(exc: ValidationError, what: str) -> ApiError:
+    fields = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
+    which = f" ({', '.join(fields)})" if fields else ""
+    return ApiError(200, f"a {what} this server cannot read{which}")

@@ -8,6 +8,8 @@ itself degraded until a token arrives.
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from toolbridge_mcp.auth.modes import OutboundAuth, outbound_auth
@@ -47,8 +49,15 @@ class Backend:
         the pooled client."""
         if self._client is not None:
             return
-        self._client = ApiClient(self.api_url, self.auth, self.tenant, transport=self._transport)
+        # In a worker thread: the client, its pool and TLS context take ~20 ms of CPU (more
+        # on first import), which on the loop would stall every task the process runs.
+        self._client = await asyncio.to_thread(self._new_client)
         await self.auth.start()
+
+    def _new_client(self) -> ApiClient:
+        client = ApiClient(self.api_url, self.auth, self.tenant, transport=self._transport)
+        client.prepare()
+        return client
 
     async def close(self) -> None:
         """Close the client and stop the auth mode (its token manager, if any)."""

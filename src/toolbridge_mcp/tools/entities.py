@@ -21,28 +21,27 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, Literal, Union, cast
 
 from fastmcp.exceptions import ToolError
-from fastmcp.tools import Tool
-from mcp_types import ToolAnnotations
-from pydantic import AfterValidator, Field, ValidationError, create_model
-from pydantic_core import to_jsonable_python
+from fastmcp.tools import Tool, ToolResult
+from mcp_types import TextContent, ToolAnnotations
+from pydantic import AfterValidator, BaseModel, Field, create_model
+from pydantic_core import to_json, to_jsonable_python
 
 from toolbridge_common import contract
 from toolbridge_common.contract import Entity
 from toolbridge_mcp.backend.errors import BACKEND_ERRORS, ErrorContext, to_tool_error
 from toolbridge_mcp.backend.models import Item, Page
 from toolbridge_mcp.backend.runtime import Backend
+from toolbridge_mcp.tools.exact import ExactTool
 from toolbridge_mcp.tools.fields import (
     CREATE_DEFAULTS,
     REQUIRED,
     FieldSpec,
-    Payload,
+    compact_nullable,
     field_specs,
     json_object,
     payload_model,
 )
 
-UNTYPED_KEY = "untypedFields"
-"""Payload keys whose stored value does not have the documented type are kept under this."""
 KINDS = ("list", "get", "create", "update", "patch", "delete", "archive", "process")
 
 ToolBody = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -87,17 +86,20 @@ ClientUid = Annotated[str, AfterValidator(_uuid_text), Field(json_schema_extra={
 Version = Annotated[int, Field(ge=0)]
 
 
-def _lenient_payload(model: type[Payload], payload: dict[str, Any]) -> Payload:
-    """The payload as ``model``; other sync clients may store a known key with another type
-    (``"tags": "x"``), which must not fail a whole page: such keys move, unchanged, under
-    ``UNTYPED_KEY``."""
-    raw = dict(payload)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
-    untyped = {key: raw.pop(key) for key in sorted(bad) if key in raw}
-    return model.model_validate({**raw, UNTYPED_KEY: untyped})
+def answer(result: BaseModel) -> ToolResult:
+    """``result`` as the tool's answer: structured content and the same JSON as text, made
+    in one pass through the model's serializer and one encoding. Given the model, FastMCP
+    would serialize it four times and parse it twice (~130 µs for a page of 10 notes, 55 µs
+    this way). What ``ToolResult()`` would check is true here by construction: the content
+    is one text block, the structured content plain JSON values read from the API's JSON;
+    a non-finite number, which JSON cannot carry, takes ``ToolResult()``'s own path."""
+    structured = result.model_dump()
+    text = to_json(structured, inf_nan_mode="constants")
+    if b"NaN" in text or b"Infinity" in text:
+        return ToolResult(structured_content=structured)
+    return ToolResult.model_construct(
+        content=[TextContent(type="text", text=text.decode())], structured_content=structured
+    )
 
 
 def _tool(
@@ -117,7 +119,8 @@ def _tool(
     run.__doc__ = description
     run.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
-    return Tool.from_function(run, name=name, description=description, annotations=hints)
+    tool = ExactTool.from_function(run, name=name, description=description, annotations=hints)
+    return tool.model_copy(update={"output_schema": compact_nullable(tool.output_schema)})
 
 
 def expected_version(args: dict[str, Any]) -> int | None:
@@ -207,17 +210,6 @@ class EntityTools:
 
         return _tool(self._name(kind), description, params, returns, guarded, hints)
 
-    def _result(self, item: Item) -> Item:
-        return self.item.model_validate(
-            {
-                "uid": item.uid,
-                "version": item.version,
-                "updatedAt": item.updated_at,
-                "deletedAt": item.deleted_at,
-                "payload": _lenient_payload(self.payload, item.payload),
-            }
-        )
-
     def _uid(self) -> inspect.Parameter:
         return _required(
             "uid",
@@ -276,9 +268,9 @@ class EntityTools:
                 limit=args["limit"] or contract.MCP_LIST_LIMIT,
                 cursor=args["cursor"],
                 include_deleted=bool(args["include_deleted"]),
+                model=self.page,
             )
-            items = [self._result(item) for item in page.items]
-            return self.page.model_validate({"items": items, "nextCursor": page.next_cursor})
+            return answer(page)
 
         limit = Annotated[int, Field(ge=1, le=contract.MAX_LIST_LIMIT)]
         return self._tool(
@@ -308,9 +300,9 @@ class EntityTools:
 
         async def body(args: dict[str, Any]) -> Any:
             item = await self.backend.client.get_item(
-                entity, args["uid"], include_deleted=bool(args["include_deleted"])
+                entity, args["uid"], include_deleted=bool(args["include_deleted"]), model=self.item
             )
-            return self._result(item)
+            return answer(item)
 
         return self._tool(
             "get",
@@ -339,7 +331,7 @@ class EntityTools:
             payload: dict[str, Any] = {"uid": args["uid"]}
             payload |= self._fields(args, create=True)
             payload |= args["additional_fields"] or {}
-            return self._result(await self.backend.client.create_item(entity, payload))
+            return answer(await self.backend.client.create_item(entity, payload, model=self.item))
 
         return self._tool(
             "create",
@@ -368,8 +360,10 @@ class EntityTools:
             version = expected_version(args)
             uid = args["uid"]
             payload = {"uid": uid, **self._fields(args), **(args["additional_fields"] or {})}
-            item = await self.backend.client.update_item(entity, uid, payload, if_match=version)
-            return self._result(item)
+            item = await self.backend.client.update_item(
+                entity, uid, payload, if_match=version, model=self.item
+            )
+            return answer(item)
 
         return self._tool(
             "update",
@@ -410,9 +404,9 @@ class EntityTools:
                     f"{self.specs[0].param}=..."
                 )
             item = await self.backend.client.patch_item(
-                entity, args["uid"], changes, if_match=version
+                entity, args["uid"], changes, if_match=version, model=self.item
             )
-            return self._result(item)
+            return answer(item)
 
         return self._tool(
             "patch",
@@ -440,7 +434,8 @@ class EntityTools:
         entity = self.entity
 
         async def body(args: dict[str, Any]) -> Any:
-            return self._result(await self.backend.client.delete_item(entity, args["uid"]))
+            item = await self.backend.client.delete_item(entity, args["uid"], model=self.item)
+            return answer(item)
 
         return self._tool(
             "delete",
@@ -456,7 +451,8 @@ class EntityTools:
         entity = self.entity
 
         async def body(args: dict[str, Any]) -> Any:
-            return self._result(await self.backend.client.archive_item(entity, args["uid"]))
+            item = await self.backend.client.archive_item(entity, args["uid"], model=self.item)
+            return answer(item)
 
         return self._tool(
             "archive",
@@ -473,9 +469,9 @@ class EntityTools:
 
         async def body(args: dict[str, Any]) -> Any:
             item = await self.backend.client.process_item(
-                entity, args["uid"], args["action"], metadata=args["metadata"]
+                entity, args["uid"], args["action"], metadata=args["metadata"], model=self.item
             )
-            return self._result(item)
+            return answer(item)
 
         return self._tool(
             "process",

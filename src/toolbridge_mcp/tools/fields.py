@@ -18,16 +18,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import MappingProxyType
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SerializerFunctionWrapHandler,
+    ValidationError,
     create_model,
     model_serializer,
+    model_validator,
 )
 
 from toolbridge_common.contract import Entity
@@ -243,20 +246,40 @@ def field_specs(entity: Entity) -> tuple[FieldSpec, ...]:
 # --- result payloads ------------------------------------------------------------------------
 
 
+UNTYPED_KEY = "untypedFields"
+"""Payload keys whose stored value does not have the documented type are kept under this."""
+
+
 class Payload(BaseModel):
     """A payload as stored; keys the tools do not know (``uid``, ``sync``, ``updatedTs``,
     whatever an app stores) are kept, and a known key that is not stored stays absent
-    (a stored ``null`` stays ``null``)."""
+    (a stored ``null`` stays ``null``). Other sync clients may store a known key with another
+    type (``"tags": "x"``), which must not fail a whole page: such keys move, unchanged,
+    under :data:`UNTYPED_KEY`."""
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _lenient(cls, value: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if not isinstance(value, dict):
+                raise
+            bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        raw = dict(value)
+        untyped = {key: raw.pop(key) for key in sorted(bad) if key in raw}
+        return handler({**raw, UNTYPED_KEY: untyped})
 
     # No return annotation: with one, pydantic would document the payload in the output
     # schema as that type instead of as this model (its typed keys).
     @model_serializer(mode="wrap")
     def _as_stored(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
         data = handler(self)
-        stored = self.model_fields_set | set(self.model_extra or {})
-        return {key: value for key, value in data.items() if key in stored}
+        for key in type(self).model_fields.keys() - self.model_fields_set:
+            del data[key]
+        return data
 
 
 def payload_model(entity: Entity) -> type[Payload]:
@@ -267,3 +290,29 @@ def payload_model(entity: Entity) -> type[Payload]:
         for spec in field_specs(entity)
     }
     return create_model(f"{title}Payload", __base__=Payload, **fields)
+
+
+# --- output schemas -------------------------------------------------------------------------
+
+_COMBINATORS = frozenset({"anyOf", "oneOf", "allOf", "not", "$ref", "enum", "const"})
+
+
+def compact_nullable(schema: Any) -> Any:
+    """``schema`` with each ``anyOf: [{"type": T, ...}, {"type": "null"}]`` written as
+    ``"type": [T, "null"]``: the same set of values, but what MCP clients check every result
+    against (the MCP SDK validates each ``structuredContent`` with jsonschema) in one type
+    test instead of a branch per alternative — ~5x cheaper for a typed payload."""
+    if isinstance(schema, list):
+        return [compact_nullable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    compacted = {key: compact_nullable(value) for key, value in schema.items()}
+    options = compacted.get("anyOf")
+    if not (isinstance(options, list) and len(options) == 2 and {"type": "null"} in options):
+        return compacted
+    other = options[0] if options[1] == {"type": "null"} else options[1]
+    kind = other.get("type") if isinstance(other, dict) else None
+    rest = {key: value for key, value in compacted.items() if key != "anyOf"}
+    if not isinstance(kind, str) or _COMBINATORS & other.keys() or rest.keys() & other.keys():
+        return compacted
+    return {**rest, **other, "type": [kind, "null"]}

@@ -47,9 +47,18 @@ async def test_notes_as_the_original_called_them(client: Client[Any], idp: IdP) 
     assert strings["payload"]["tags"] == ["a", "b"]
     assert strings["payload"]["mood"] == "calm"
 
-    page = await call(client, idp, "list_notes", limit=10, cursor=None, include_deleted=False)
-    assert set(page) == {"items", "nextCursor"}
-    assert uid in {item["uid"] for item in page["items"]}
+    # The API is shared with other tests: page with the original's arguments until the note
+    # (the newest change, so on the last non-empty page) shows up.
+    seen: set[str] = set()
+    cursor: str | None = None
+    while True:
+        page = await call(client, idp, "list_notes", limit=10, cursor=cursor, include_deleted=False)
+        assert set(page) == {"items", "nextCursor"}
+        seen |= {item["uid"] for item in page["items"]}
+        if not page["items"]:
+            break
+        cursor = page["nextCursor"]
+    assert uid in seen
     got = await call(client, idp, "get_note", uid=uid, include_deleted=False)
     assert got["payload"]["color"] == "blue"
 

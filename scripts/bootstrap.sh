@@ -21,7 +21,13 @@ fi
 # Trust the platform's certificate store, as pip does (proxies with their own CA).
 export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}"
 
-TOOLBRIDGE_PYTHON="${TOOLBRIDGE_PYTHON:-3.11}"
+# A child started from a run on another Python (the dev-stack tests run scripts/dev.sh with the
+# TOOLBRIDGE_* variables removed) inherits only UV_PROJECT_ENVIRONMENT: keep that
+# environment's Python, never rebuild it with another one.
+if [ -z "${TOOLBRIDGE_PYTHON:-}" ] && [[ "${UV_PROJECT_ENVIRONMENT:-}" =~ \.venv-([0-9]+\.[0-9]+)$ ]]; then
+  TOOLBRIDGE_PYTHON="${BASH_REMATCH[1]}"
+fi
+export TOOLBRIDGE_PYTHON="${TOOLBRIDGE_PYTHON:-3.11}"
 if [ "$TOOLBRIDGE_PYTHON" != "3.11" ]; then
   export UV_PROJECT_ENVIRONMENT="${UV_PROJECT_ENVIRONMENT:-.venv-$TOOLBRIDGE_PYTHON}"
 fi

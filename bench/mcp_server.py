@@ -232,7 +232,7 @@ async def bare_clients(
         base_url=api_url,
         headers=headers,
         limits=httpx2.Limits(max_connections=100, max_keepalive_connections=50),
-        event_hooks={"request": [signer.sign]},  # type: ignore[list-item]
+        event_hooks={"request": [signer.sign]},
     )
     session = (await one.post("/v1/sync/sessions")).json()
     sync = {"X-Sync-Session": session["id"], "X-Sync-Epoch": str(session["epoch"])}
@@ -366,7 +366,7 @@ async def compare(
 async def seed(api_url: str, token_url: str) -> str:
     """``NOTES`` notes for the service user; the uid of the first."""
     async with bare_clients(api_url, token_url) as (http, _):
-        uids = []
+        uids: list[str] = []
         for n in range(NOTES):
             created = await http.post("/v1/notes", json={"title": f"note {n}", "n": n})
             created.raise_for_status()

@@ -47,7 +47,7 @@ async def openapi_server(api_url: str, token_url: str) -> tuple[FastMCP[Any], ht
         base_url=api_url,
         headers={"Authorization": f"Bearer {token}"},
         timeout=30.0,
-        event_hooks={"request": [signer.sign]},  # type: ignore[list-item]
+        event_hooks={"request": [signer.sign]},
     )
     session = (await http.post("/v1/sync/sessions")).json()
     http.headers.update({"X-Sync-Session": session["id"], "X-Sync-Epoch": str(session["epoch"])})

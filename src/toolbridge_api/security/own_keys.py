@@ -21,6 +21,7 @@ import jwt
 from loguru import logger
 
 from toolbridge_api.security.principal import AuthError, checked_user_id
+from toolbridge_api.security.tokens import decode_claims
 from toolbridge_common.signing_keys import SigningKey, SigningKeyError, load_or_create_key_file
 
 if TYPE_CHECKING:
@@ -124,32 +125,15 @@ class OwnTokens:
             raise AuthError(401, "the API's own access tokens are RS256")
         if header.get("kid") != self.key.kid:
             raise AuthError(401, "access token kid does not match the API's signing key")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self.key.public_key,
-                algorithms=["RS256"],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthError(401, "access token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError(
-                401, "access token is not valid yet (nbf or iat in the future)"
-            ) from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(401, f"access token has no {exc.claim} claim") from None
-        except jwt.InvalidAudienceError:
-            raise AuthError(
-                401, f"access token audience does not include {self.audience}"
-            ) from None
-        except jwt.InvalidSignatureError:
-            raise AuthError(401, "access token signature is invalid") from None
-        except jwt.PyJWTError as exc:
-            raise AuthError(401, f"access token is invalid ({type(exc).__name__})") from None
+        claims = decode_claims(
+            token,
+            self.key.public_key,
+            alg="RS256",
+            audience=self.audience,
+            issuer=self.issuer,
+            leeway=LEEWAY_SECONDS,
+            required=["exp", "iat", "sub", "iss", "aud"],
+        )
         return checked_user_id(claims.get("sub"), source="the access token's sub claim")
 
 

@@ -165,41 +165,17 @@ class TokenVerifier:
             self._client = None
 
     def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
-        """Check signature and claims with exactly one algorithm; map failures to messages."""
+        """Check signature and claims with exactly one algorithm."""
         required = ["exp", "sub"] + (["iss"] if self.issuer is not None else [])
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self._leeway,
-                options={"require": required, "enforce_minimum_key_length": True},
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthError(401, "access token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError(
-                401, "access token is not valid yet (nbf or iat in the future)"
-            ) from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(401, f"access token has no {exc.claim} claim") from None
-        except jwt.InvalidAudienceError:
-            raise AuthError(
-                401, f"access token audience does not include {self.audience}"
-            ) from None
-        except jwt.InvalidIssuerError:
-            raise AuthError(401, f"access token issuer is not {self.issuer}") from None
-        except jwt.InvalidSignatureError:
-            raise AuthError(401, "access token signature is invalid") from None
-        except jwt.exceptions.InvalidSubjectError:
-            raise AuthError(401, "access token sub claim must be a string") from None
-        except jwt.DecodeError:
-            raise AuthError(401, "access token is not a well-formed JWT") from None
-        except jwt.PyJWTError as exc:
-            raise AuthError(401, f"access token is invalid ({type(exc).__name__})") from None
-        return claims
+        return decode_claims(
+            token,
+            key,
+            alg=alg,
+            audience=self.audience,
+            issuer=self.issuer,
+            leeway=self._leeway,
+            required=required,
+        )
 
     async def _rsa_key(self, kid: object) -> jwt.PyJWK:
         """The RSA key for ``kid``: from the cache, else after one paced, shared refetch."""
@@ -355,3 +331,47 @@ def _parse_jwks(document: object) -> jwt.PyJWKSet:
     if not isinstance(document, dict):
         raise jwt.PyJWKSetError("JWKS is not a JSON object")
     return jwt.PyJWKSet.from_dict(document)
+
+
+def decode_claims(
+    token: str,
+    key: Any,
+    *,
+    alg: str,
+    audience: str | None,
+    issuer: str | None,
+    leeway: float,
+    required: list[str],
+) -> dict[str, Any]:
+    """The claims of ``token`` checked against ``key`` with exactly ``alg``; every PyJWT
+    failure as an :class:`AuthError` 401 whose message never contains the token. The one
+    mapping for the identity provider's tokens and the API's own."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=audience,
+            issuer=issuer,
+            leeway=leeway,
+            options={"require": required, "enforce_minimum_key_length": True},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError(401, "access token has expired") from None
+    except jwt.ImmatureSignatureError:
+        raise AuthError(401, "access token is not valid yet (nbf or iat in the future)") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthError(401, f"access token has no {exc.claim} claim") from None
+    except jwt.InvalidAudienceError:
+        raise AuthError(401, f"access token audience does not include {audience}") from None
+    except jwt.InvalidIssuerError:
+        raise AuthError(401, f"access token issuer is not {issuer}") from None
+    except jwt.InvalidSignatureError:
+        raise AuthError(401, "access token signature is invalid") from None
+    except jwt.exceptions.InvalidSubjectError:
+        raise AuthError(401, "access token sub claim must be a string") from None
+    except jwt.DecodeError:
+        raise AuthError(401, "access token is not a well-formed JWT") from None
+    except jwt.PyJWTError as exc:
+        raise AuthError(401, f"access token is invalid ({type(exc).__name__})") from None
+    return claims

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from functools import cache
@@ -13,6 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from loguru import logger
+from pydantic_core import from_json
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -50,6 +52,7 @@ def create_engine(
     common: dict[str, Any] = {
         "hide_parameters": not log_parameters,
         "pool_timeout": timeout_seconds,
+        "json_deserializer": read_json,
     }
     if url.get_backend_name() != "sqlite":
         return create_async_engine(
@@ -65,7 +68,9 @@ def create_engine(
         )
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         _create_private_file(Path(url.database).expanduser())
-    engine = create_async_engine(url, **common)
+    # A pool as large as PostgreSQL's: with SQLAlchemy's default (5), requests beyond five in
+    # flight opened and closed a SQLite connection each (its thread, file and pragmas).
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, **common)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -77,6 +82,16 @@ def create_engine(
         cursor.close()
 
     return engine
+
+
+def read_json(text: str | bytes) -> Any:
+    """A stored JSON value (the payload of every item read). pydantic's parser is ~2.5x faster
+    than the standard library's and reads every value the same, except that it refuses a lone
+    surrogate escape (``"\\ud800"``), which the standard library then reads as before."""
+    try:
+        return from_json(text)
+    except ValueError:
+        return json.loads(text)
 
 
 def _create_private_file(path: Path) -> None:

@@ -32,6 +32,7 @@ from pydantic import SecretStr
 
 from toolbridge_api.config import MIN_HS256_SECRET_BYTES
 from toolbridge_api.security.principal import AuthError, checked_user_id
+from toolbridge_api.security.verified import VerifiedTokens
 from toolbridge_common.discovery import DiscoveryError, discover
 from toolbridge_common.singleflight import SingleFlight
 
@@ -113,6 +114,8 @@ class TokenVerifier:
         self._last_attempt_failed = False
         self._refetch: SingleFlight[str, None] = SingleFlight("jwks-fetch")
         self._client: httpx.AsyncClient | None = None
+        self.verified = VerifiedTokens()
+        """Tokens verified before: checked once until they expire or the keys change."""
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -129,6 +132,12 @@ class TokenVerifier:
         the JWKS cannot be loaded) otherwise. Messages never contain the token."""
         if len(token) > _MAX_TOKEN_LENGTH:
             raise AuthError(401, f"access token is longer than {_MAX_TOKEN_LENGTH} characters")
+        digest = VerifiedTokens.digest(token)
+        known = self.verified.get(digest, self._keys, self._hs256_secret)
+        if known is not None:
+            if known.keys is self._keys and self._stale():
+                self._start_fetch()  # as a check with the cached key would
+            return known.subject
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -149,7 +158,14 @@ class TokenVerifier:
         else:
             key = (await self._rsa_key(header.get("kid"))).key
         claims = self._decode(token, key, alg)
-        return checked_user_id(claims.get("sub"), source="the access token's sub claim")
+        subject = checked_user_id(claims.get("sub"), source="the access token's sub claim")
+        self.verified.put(
+            digest,
+            subject,
+            until=float(claims["exp"]) + self._leeway,
+            keys=self._hs256_secret if alg == "HS256" else self._keys,
+        )
+        return subject
 
     async def prefetch(self) -> None:
         """Read the keys now (discovering the JWKS URL first if need be), so the first

@@ -361,7 +361,9 @@ async def test_the_jwks_is_discovered_from_the_issuer_alone(idp: IdP) -> None:
 async def test_prefetch_reads_the_keys_before_the_first_request(idp: IdP) -> None:
     verifier = TokenVerifier(audience=idp.audience, issuer=idp.issuer, jwks_url=None)
     try:
-        await verifier.prefetch()
+        prefetch = verifier.prefetch()
+        assert prefetch is not None
+        await prefetch
         assert idp.metadata_fetches == ["/.well-known/oauth-authorization-server"]
         assert verifier.jwks_url == f"{idp.base_url}/.well-known/jwks.json"
         token = idp.fetch_token("test-client", "test-secret")
@@ -488,6 +490,32 @@ async def test_jwks_down_on_cold_start_is_a_clear_503(
     jwks.fail(None)
     clock.advance(20)
     assert await verifier.verify(jwks.mint()) == "auth0|user-1"
+
+
+async def test_a_failed_start_up_prefetch_does_not_hold_back_the_first_request(
+    jwks: JWKSServer, make_verifier: Factory
+) -> None:
+    jwks.fail(503)
+    verifier = make_verifier(jwks_refetch_min_interval_seconds=30)
+    prefetch = verifier.prefetch()
+    assert prefetch is not None
+    await prefetch
+    assert jwks.fetches == 1
+    jwks.fail(None)
+    assert await verifier.verify(jwks.mint()) == "auth0|user-1"
+    assert jwks.fetches == 2, "the first request fetched at once, not after the pacing"
+
+
+async def test_a_successful_prefetch_serves_the_first_request_and_paces_refetches(
+    jwks: JWKSServer, make_verifier: Factory
+) -> None:
+    verifier = make_verifier(jwks_refetch_min_interval_seconds=30)
+    prefetch = verifier.prefetch()
+    assert prefetch is not None
+    await prefetch
+    assert await verifier.verify(jwks.mint()) == "auth0|user-1"
+    await refused(verifier, jwks.mint(key=SigningKey.generate()))
+    assert jwks.fetches == 1, "an unknown kid right after the prefetch waits for the pacing"
 
 
 async def test_a_withdrawn_key_stops_verifying_once_the_keys_are_re_read(

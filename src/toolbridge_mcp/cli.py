@@ -196,6 +196,12 @@ def serve(
     settings = _settings(**{name: value for name, value in flags.items() if value is not None})
     from toolbridge_mcp.http_guard import exposure_problem, exposure_warning, uvicorn_options
 
+    if Transport(transport) is Transport.sse and settings.stateless_http:
+        raise _fail(
+            "TOOLBRIDGE_STATELESS_HTTP=true is for streamable HTTP: the SSE transport keeps "
+            "each client's stream in one process. Use --transport http, or unset it",
+            2,
+        )
     if Transport(transport) is not Transport.stdio:
         problem = exposure_problem(settings)
         if problem is not None:

@@ -234,6 +234,14 @@ class Settings(BaseSettings):
         ge=1,
         description="Connections and requests served at once; more get 503 at once.",
     )
+    stateless_http: bool = Field(
+        default=False,
+        description="Streamable HTTP without server-held MCP sessions: each request stands "
+        "alone, so any replica behind a load balancer answers any request (no sticky "
+        "sessions). Turn it on for several replicas; it gives up the GET stream for "
+        "server-initiated messages and stream resumption (ADR 0005). Off: each client's "
+        "session (`Mcp-Session-Id`) lives in the one process that opened it. Not for SSE.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -216,15 +216,22 @@ class HostOriginGuard:
 
 class GuardedFastMCP(FastMCP[Any]):
     """FastMCP whose every HTTP app (``http_app``, and so ``run``/``run_http_async`` on
-    either HTTP transport) has :class:`HostOriginGuard` in front of every route."""
+    either HTTP transport) has :class:`HostOriginGuard` in front of every route, and whose
+    streamable-HTTP apps are stateless when ``stateless_http`` (``TOOLBRIDGE_STATELESS_HTTP``;
+    FastMCP's own ``FASTMCP_STATELESS_HTTP`` still turns it on too)."""
 
-    def __init__(self, *args: Any, guard: GuardConfig, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, guard: GuardConfig, stateless_http: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
+        self.stateless_http = stateless_http
 
     def http_app(self, *args: Any, **kwargs: Any) -> StarletteWithLifespan:
         if len(args) > 1:
             raise TypeError("pass http_app's arguments after path by keyword")
+        if self.stateless_http and kwargs.get("transport", "http") != "sse":
+            kwargs["stateless_http"] = True
         middleware = list(kwargs.pop("middleware", None) or [])
         guard = Middleware(HostOriginGuard, config=self.guard)
         kwargs["middleware"] = [guard, *middleware]

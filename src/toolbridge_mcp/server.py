@@ -71,6 +71,7 @@ def create_server(settings: Settings | None = None) -> FastMCP[Any]:
     mcp: FastMCP[Any] = GuardedFastMCP(  # Host/Origin checked on every HTTP transport
         "ToolBridge",
         guard=GuardConfig.from_settings(settings),
+        stateless_http=settings.stateless_http,  # replicas behind a balancer (ADR 0005)
         instructions=INSTRUCTIONS,
         lifespan=resources,
         auth=backend.auth.mcp_auth(),

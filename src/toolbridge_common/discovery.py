@@ -76,7 +76,11 @@ async def discover(
     """The metadata of ``issuer`` (the value of ``setting``, named in every error)."""
     owned = http is None
     # built off the event loop: its TLS context costs ~20 ms of CPU
-    client = http or await asyncio.to_thread(httpx.AsyncClient, timeout=DISCOVERY_TIMEOUT)
+    client = (
+        await asyncio.to_thread(httpx.AsyncClient, timeout=DISCOVERY_TIMEOUT)
+        if http is None
+        else http
+    )
     try:
         failures: list[str] = []
         retryable = False

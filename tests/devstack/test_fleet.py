@@ -15,6 +15,7 @@ import csv
 import io
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -54,9 +55,11 @@ shared by the fleet through Redis."""
 
 @pytest.fixture
 def fleet_redis() -> Iterator[str]:
-    """The machine's Redis, in a database number other tests do not use; this test's keys
-    are removed afterwards."""
+    """The machine's Redis, in a database number other tests do not use (this test's keys
+    are removed afterwards); skips, or in CI fails, without Redis or HAProxy."""
     problem = redis_problem()
+    if shutil.which("haproxy") is None:
+        problem = "haproxy is not installed (apt-get install haproxy; .ci/run does)"
     if problem is not None:
         if services_required():
             pytest.fail(f"{problem} (TOOLBRIDGE_TEST_REQUIRE_SERVICES=1)")

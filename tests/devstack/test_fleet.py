@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 import random
 import re
 import shutil
@@ -207,7 +208,12 @@ def test_an_unreachable_redis_is_a_clear_error(
 ) -> None:
     (port,) = _free_ports(1)
     url = f"redis://:hunter2@127.0.0.1:{port}/0"
-    dev = DevCommand(tmp_path, "--replicas", "2", "--redis-url", url).start()
+    fake = tmp_path / "bin"  # an haproxy on PATH, so the Redis check is what stops the start
+    fake.mkdir()
+    (fake / "haproxy").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "haproxy").chmod(0o755)
+    path = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    dev = DevCommand(tmp_path, "--replicas", "2", "--redis-url", url, env=path).start()
     dev_command.append(dev)
     assert dev.wait() == 2
     assert f"Redis is not reachable at redis://:***@127.0.0.1:{port}/0" in dev.text

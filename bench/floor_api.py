@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import uvicorn
 from pydantic_core import to_json
 from sqlalchemy import insert, select
 from starlette.applications import Starlette
@@ -29,7 +28,7 @@ from starlette.routing import Route
 from toolbridge_api.config import ApiSettings
 from toolbridge_api.db.models import EntityRow
 from toolbridge_api.db.schema import create_engine
-from toolbridge_api.serving import uvicorn_options
+from toolbridge_api.serving import run_server, server_config
 
 TENANT, USER = "default", "auth0|bench"
 """Whose rows the floor reads and writes: the benchmark's API user."""
@@ -132,7 +131,7 @@ def main() -> None:
         port=port,
         debug_sub_enabled=True,
     )
-    uvicorn.run(build(database_url), **uvicorn_options(settings) | {"log_level": "warning"})
+    run_server(server_config(build(database_url), settings, log_level="warning"))
 
 
 if __name__ == "__main__":

@@ -32,12 +32,14 @@ from toolbridge_api.routes.entities import entity_router
 from toolbridge_api.routes.health import server_version
 from toolbridge_api.security import (
     Authenticator,
+    RateLimitBackend,
     RateLimiter,
     RateLimits,
     TenantVerifier,
     TokenVerifier,
 )
 from toolbridge_api.security.own_keys import OwnTokens
+from toolbridge_api.security.shared_ratelimit import RedisRateLimits
 
 DEBUG_ONLY_AUDIENCE = "urn:toolbridge:no-token-verification"
 """Stands in for the audience when only X-Debug-Sub is configured: no token can pass then."""
@@ -75,8 +77,9 @@ def build_authenticator(
     )
 
 
-def build_rate_limits(settings: ApiSettings) -> RateLimits:
-    """A bucket per caller in each group: REST and push/pull alike, sessions/wipe/state less."""
+def build_rate_limits(settings: ApiSettings) -> RateLimitBackend:
+    """A bucket per caller in each group: REST and push/pull alike, sessions/wipe/state less;
+    in Redis, shared by every API process, when ``TOOLBRIDGE_API_REDIS_URL`` is set."""
 
     def entity_limiter() -> RateLimiter:
         return RateLimiter(
@@ -90,7 +93,15 @@ def build_rate_limits(settings: ApiSettings) -> RateLimits:
         window_seconds=settings.auth_rate_limit_window_seconds,
         burst=settings.auth_rate_limit_burst,
     )
-    return RateLimits({"rest": entity_limiter(), "sync": entity_limiter(), "auth": auth})
+    local = RateLimits({"rest": entity_limiter(), "sync": entity_limiter(), "auth": auth})
+    if settings.redis_url is None:
+        return local
+    return RedisRateLimits.from_url(
+        local,
+        settings.redis_url.get_secret_value(),
+        key_prefix=settings.redis_key_prefix,
+        timeout=settings.redis_timeout_seconds,
+    )
 
 
 async def _purge_expired_keys(store: Store) -> None:
@@ -125,6 +136,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             authenticator = build_authenticator(
                 settings, None if exchange is None else exchange.own
             )
+            authenticator.tokens.prefetch()  # the signing keys, while the database opens
             store = Store(engine, timeout_seconds=settings.database_timeout_seconds)
             await _purge_expired_keys(store)
             app.state.store = store
@@ -132,7 +144,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 store, session_ttl=timedelta(seconds=settings.session_ttl_seconds)
             )
             app.state.authenticator = authenticator
-            app.state.rate_limits = build_rate_limits(settings)
+            rate_limits = build_rate_limits(settings)
+            if isinstance(rate_limits, RedisRateLimits):
+                await rate_limits.start()
+            app.state.rate_limits = rate_limits
             url = make_url(settings.database_url)
             logger.info(
                 "toolbridge-api ready: database {} ({}), tenant headers {}",
@@ -143,6 +158,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             try:
                 yield
             finally:
+                await rate_limits.aclose()
                 await authenticator.aclose()
                 if exchange is not None:
                     await exchange.aclose()

@@ -6,14 +6,23 @@ import asyncio
 from typing import Annotated
 
 import typer
-import uvicorn
+from fastapi import FastAPI
+from loguru import logger
+from sqlalchemy.engine import make_url
 
 from toolbridge_api.app import create_app
-from toolbridge_api.config import ApiSettings, DatabaseSettings, load_api_settings
+from toolbridge_api.config import ApiSettings, DatabaseSettings, env_name, load_api_settings
 from toolbridge_api.db.schema import HEAD, create_engine, current_revision, migrate
-from toolbridge_api.serving import uvicorn_options
+from toolbridge_api.serving import run_server, server_config
 from toolbridge_common.logs import configure_logging
 from toolbridge_common.settings import ConfigError
+
+WORKER_APP = f"{__name__}:worker_app"
+"""What each ``serve --workers N`` process imports and calls to build its app."""
+WORKER_PING_SECONDS = 30
+"""How long uvicorn's supervisor waits for a worker to answer its ping before it kills it as
+hung. A new worker imports the whole app first, seconds on a busy machine: with uvicorn's 5 s
+the workers were killed and restarted in a loop."""
 
 app = typer.Typer(
     name="toolbridge-api",
@@ -42,20 +51,78 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port to bind (default TOOLBRIDGE_API_PORT).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="API processes serving the one port (default TOOLBRIDGE_API_WORKERS, 1).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the API with uvicorn; settings from TOOLBRIDGE_API_* variables and .env.
 
-    The database is created (SQLite) and migrated to the latest schema on start. Request
-    headers and bodies are limited in size and in the time they may take to arrive
-    (TOOLBRIDGE_API_MAX_HEADER_BYTES, …, docs/operations.md).
+    The database is created (SQLite) and migrated to the latest schema on start, once, before
+    any worker starts. Request headers and bodies are limited in size and in the time they may
+    take to arrive (TOOLBRIDGE_API_MAX_HEADER_BYTES, …, docs/operations.md). Several workers
+    share the rate limits through Redis (TOOLBRIDGE_API_REDIS_URL).
     """
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    overrides = {
+        k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
+    }
     try:
         settings = load_api_settings(ApiSettings, **overrides)
+        _check_workers(settings)
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), **uvicorn_options(settings))
+    if settings.workers == 1:
+        run_server(server_config(create_app(settings), settings))
+        return
+    if settings.redis_url is None:
+        logger.warning(
+            "{} workers without {}: each keeps its own rate-limit buckets, so a user gets up to "
+            "{} times the limit",
+            settings.workers,
+            env_name("redis_url"),
+            settings.workers,
+        )
+    try:
+        asyncio.run(_migrate(settings.database_url, HEAD))
+    except Exception as exc:
+        raise _fail(f"migration failed: {type(exc).__name__}: {exc}", 1) from None
+    run_server(
+        server_config(
+            WORKER_APP,
+            settings,
+            factory=True,
+            workers=settings.workers,
+            timeout_worker_healthcheck=WORKER_PING_SECONDS,
+        )
+    )
+
+
+def _check_workers(settings: ApiSettings) -> None:
+    """Workers must share one database: an in-memory SQLite database would be one per
+    worker, each with its own sessions and items."""
+    if settings.workers == 1:
+        return
+    url = make_url(settings.database_url)
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or "mode=memory" in str(url.query)
+    ):
+        raise ConfigError(
+            f"{env_name('workers')} (--workers) above 1 needs a database every worker shares: "
+            f"{env_name('database_url')} is an in-memory SQLite database; use a SQLite file or "
+            "PostgreSQL"
+        )
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve --workers N`` process: the settings re-read from the environment
+    the parent validated (the schema is already migrated), its log set up as the parent's."""
+    settings = load_api_settings(ApiSettings)
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 async def _migrate(database_url: str, revision: str) -> tuple[str | None, str | None]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from toolbridge_common.contract import AUTH_RATE_LIMIT, ENTITY_RATE_LIMIT, SESSION_TTL_SECONDS
@@ -26,6 +27,10 @@ DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 DEFAULT_MAX_HEADER_COUNT = 100
 MIN_HS256_SECRET_BYTES = 32
 """RFC 7518 §3.2: an HS256 key is at least as long as the hash output (256 bits)."""
+FLEET_REDIS_URL = "TOOLBRIDGE_REDIS_URL"
+"""The Redis of a whole fleet (API and MCP processes), read when TOOLBRIDGE_API_REDIS_URL
+is not set."""
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 SettingsT = TypeVar("SettingsT", bound="DatabaseSettings")
 
@@ -42,6 +47,7 @@ class DatabaseSettings(BaseSettings):
         env_file_encoding="utf-8",
         case_sensitive=False,
         extra="ignore",
+        validate_by_name=True,
     )
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -113,6 +119,40 @@ class ApiSettings(DatabaseSettings):
         default=AUTH_RATE_LIMIT.burst,
         ge=1,
         description="Per-user rate limit of sync sessions, wipe and state: requests at once.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(f"{ENV_PREFIX}REDIS_URL", FLEET_REDIS_URL),
+        description="Redis for the rate limits of a fleet (`redis://[:password@]host:port/db`, "
+        "`rediss://` for TLS, `unix:///path`): every API process takes from the same bucket "
+        f"per user, so the limits hold across processes. `{FLEET_REDIS_URL}` is read when this "
+        "is unset (one variable for a whole fleet). Unset: each process keeps its own buckets. "
+        "Redis down or slow fails no request: the process limits on its own buckets until "
+        "Redis answers again (docs/operations.md). Its password is never logged.",
+    )
+    redis_key_prefix: str = Field(
+        default="toolbridge:api:",
+        min_length=1,
+        max_length=100,
+        description="Start of every key the API writes in Redis (rate-limit buckets: "
+        "`{prefix}ratelimit:{group}:{hash of the caller}`); deployments sharing one Redis use "
+        "different prefixes.",
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=5,
+        description="Longest a rate-limit decision waits for Redis (connecting, or its answer); "
+        "then the process limits on its own buckets and tries Redis again at most every 5 s.",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API processes `serve` runs on its one port (`serve --workers` overrides "
+        "it); the schema is migrated once before they start. More than one needs a shared "
+        "rate limit (`TOOLBRIDGE_API_REDIS_URL`), else each allows the full budget, and a "
+        "database on disk (SQLite file in WAL mode, or PostgreSQL).",
     )
     session_ttl_seconds: float = Field(default=SESSION_TTL_SECONDS, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -201,7 +241,35 @@ class ApiSettings(DatabaseSettings):
                 f"{env_name('debug_sub_enabled')}=true"
             )
         self._check_token_exchange(verifies_tokens)
+        self._check_redis_url()
         return self
+
+    def _check_redis_url(self) -> None:
+        """A Redis URL the client can use; the message names the variable, never the URL."""
+        if self.redis_url is None:
+            return
+        name = f"{env_name('redis_url')} (or {FLEET_REDIS_URL})"
+        try:
+            parts = urlsplit(self.redis_url.get_secret_value())
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if not port_ok:
+            raise ValueError(f"{name} is not a valid URL (check the host and port)")
+        if parts.scheme not in _REDIS_SCHEMES:
+            raise ValueError(
+                f"{name} must start with redis://, rediss:// (TLS) or unix:// "
+                "(e.g. redis://127.0.0.1:6379/0)"
+            )
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError(f"{name}: a unix:// URL needs the socket's path")
+            return
+        if not parts.hostname:
+            raise ValueError(f"{name} needs a host, e.g. redis://127.0.0.1:6379/0")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ValueError(f"{name}: the path must be a database number, e.g. /0")
 
     def _check_token_exchange(self, verifies_tokens: bool) -> None:
         """Token exchange verifies user tokens like the API does, but for another audience."""

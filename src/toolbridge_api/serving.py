@@ -14,24 +14,40 @@ its buffer passes that size, with these additions (:class:`LimitedH11Protocol`):
 
 The body's size and time, and the header count, are limited by the app's middleware
 (:mod:`toolbridge_api.middleware`), so they hold under any server.
+
+``serve --workers N`` runs N processes on one socket with uvicorn's supervisor, which hands
+each spawned worker the server's configuration pickled: so the protocol is a class of this
+module reading its limits from that configuration (:class:`ApiServerConfig`), and the app is
+built in each worker by :func:`toolbridge_api.cli.worker_app`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 
 import h11
-from uvicorn.config import Config
+from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.server import ServerState
+from uvicorn.server import Server, ServerState
+from uvicorn.supervisors import Multiprocess
 
 from toolbridge_api.config import DEFAULT_MAX_HEADER_BYTES, ApiSettings
 from toolbridge_api.middleware import new_correlation_id
 from toolbridge_common.contract import HEADER_CORRELATION_ID, error_body
 
 _HEADERS_TOO_LARGE = 431
+
+
+class ApiServerConfig(Config):
+    """uvicorn's configuration plus the header timeout :class:`LimitedH11Protocol` reads (the
+    header size limit is uvicorn's ``h11_max_incomplete_event_size``)."""
+
+    def __init__(self, app: Any, *, header_timeout: float, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.header_timeout = header_timeout
 
 
 class _Connection(h11.Connection):
@@ -48,13 +64,8 @@ class _Connection(h11.Connection):
 
 
 class LimitedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a JSON 431 for oversized headers and a header timeout.
-
-    Subclass it with :func:`limited_protocol` to set the limits; uvicorn creates one per
-    connection."""
-
-    header_timeout: float = 10.0
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    """uvicorn's h11 protocol with a JSON 431 for oversized headers and a header timeout,
+    both read from its :class:`ApiServerConfig`; uvicorn creates one per connection."""
 
     def __init__(
         self,
@@ -63,7 +74,11 @@ class LimitedH11Protocol(H11Protocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        if not isinstance(config, ApiServerConfig):
+            raise TypeError("LimitedH11Protocol is served with an ApiServerConfig (server_config)")
         super().__init__(config, server_state, app_state, _loop)
+        self.header_timeout = config.header_timeout
+        self.max_header_bytes = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEADER_BYTES
         self._limited = _Connection(h11.SERVER, max_incomplete_event_size=self.max_header_bytes)
         self.conn = self._limited
         self._header_timer: asyncio.TimerHandle | None = None
@@ -144,26 +159,38 @@ class LimitedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def limited_protocol(*, max_header_bytes: int, header_timeout: float) -> type[LimitedH11Protocol]:
-    """:class:`LimitedH11Protocol` with these limits, for ``uvicorn.run(http=...)``."""
-    return type(
-        "LimitedH11Protocol",
-        (LimitedH11Protocol,),
-        {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout},
+def server_config(app: Any, settings: ApiSettings, **options: Any) -> ApiServerConfig:
+    """uvicorn's configuration of the API: its address, the limited h11 protocol, no
+    WebSockets, and no uvicorn access log (the app writes its own, without query strings:
+    :class:`toolbridge_api.middleware.AccessLogMiddleware`). ``app``: the app, or for
+    ``workers`` > 1 the import string of a factory (with ``factory=True``); ``options``: more
+    of uvicorn's, or other values for these."""
+    return ApiServerConfig(
+        app,
+        header_timeout=settings.header_timeout_seconds,
+        **uvicorn_options(settings) | options,
     )
 
 
+def run_server(config: ApiServerConfig) -> None:
+    """Serve until stopped, as ``uvicorn.run`` does: in this process, or with ``workers`` > 1
+    in that many spawned processes sharing one socket (uvicorn's supervisor restarts a worker
+    that dies). Exits with uvicorn's start-failure code if the server never started."""
+    if config.workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
 def uvicorn_options(settings: ApiSettings) -> dict[str, Any]:
-    """The keyword arguments of ``uvicorn.run`` for the API: its address, the limited h11
-    protocol, no WebSockets, and no uvicorn access log (the app writes its own, without
-    query strings: :class:`toolbridge_api.middleware.AccessLogMiddleware`)."""
+    """uvicorn's settings of the API, for :func:`server_config`."""
     return {
         "host": settings.host,
         "port": settings.port,
-        "http": limited_protocol(
-            max_header_bytes=settings.max_header_bytes,
-            header_timeout=settings.header_timeout_seconds,
-        ),
+        "http": LimitedH11Protocol,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
         "ws": "none",
         "log_config": None,

@@ -494,7 +494,11 @@ def _outages_under_load(api: KillableApi, jwks: JWKSServer, postgres: PrivatePos
     _assert_exactly_once(clients[0], writers)
     # Full service after: every route answers as before.
     assert clients[1].notes()
-    assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok", "database": "ok"}
+    assert httpx.get(f"{api.url}/healthz").json() == {
+        "status": "ok",
+        "database": "ok",
+        "rate_limit": {"backend": "memory", "shared": False},
+    }
     for client in clients:
         client.close()
 

@@ -236,7 +236,11 @@ def test_serve_from_environment_with_tenant_headers(tmp_path: Path, api_jwks: JW
     }
     token = api_jwks.mint(sub="auth0|carol")
     with ApiProcess(env, cwd=tmp_path) as api, httpx.Client(base_url=api.url) as client:
-        assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
+        assert client.get("/healthz").json() == {
+            "status": "ok",
+            "database": "ok",
+            "rate_limit": {"backend": "memory", "shared": False},
+        }
         info = client.get("/v1/sync/info").json()
         assert info == contract.info(datetime.fromisoformat(info["serverTime"]))
         schema = client.get("/openapi.json").json()

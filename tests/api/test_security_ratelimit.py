@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tests.support.clock import FakeClock
-from toolbridge_api.security import RateLimiter, RateLimits
+from toolbridge_api.security import RateLimiter, RateLimitHealth, RateLimits
 from toolbridge_common.contract import ENTITY_RATE_LIMIT
 
 WALL = 1_700_000_000.0
@@ -184,16 +184,21 @@ def test_a_refusal_reports_zero_remaining_and_the_wait() -> None:
     assert refused.headers()["X-RateLimit-Remaining"] == "0"
 
 
-def test_groups_are_separate_limiters(clock: FakeClock) -> None:
+async def test_groups_are_separate_limiters(clock: FakeClock) -> None:
     def limiter(burst: int) -> RateLimiter:
         return RateLimiter(requests=60, window_seconds=60, burst=burst, clock=clock)
 
     limits = RateLimits({"rest": limiter(2), "sync": limiter(2), "auth": limiter(1)})
-    assert [limits.take("rest", "alice").allowed for _ in range(3)] == [True, True, False]
-    assert limits.take("sync", "alice").allowed
-    assert limits.take("auth", "alice").allowed
-    assert not limits.take("auth", "alice").allowed
-    assert limits["auth"].describe() == "60 requests per 60 s, burst 1"
+    assert [(await limits.take("rest", "alice")).allowed for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert (await limits.take("sync", "alice")).allowed
+    assert (await limits.take("auth", "alice")).allowed
+    assert not (await limits.take("auth", "alice")).allowed
+    assert limits.describe("auth") == "60 requests per 60 s, burst 1"
+    assert await limits.health() == RateLimitHealth(backend="memory", shared=False)
 
 
 def test_every_group_needs_a_limiter() -> None:

@@ -389,7 +389,10 @@ async def test_healthz_is_open_and_checks_the_database(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ok = await api.http.get("/healthz")
-    assert (ok.status_code, ok.json()) == (200, {"status": "ok", "database": "ok"})
+    assert (ok.status_code, ok.json()) == (
+        200,
+        {"status": "ok", "database": "ok", "rate_limit": {"backend": "memory", "shared": False}},
+    )
 
     async def broken() -> None:
         raise OSError("connection refused")

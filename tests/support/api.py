@@ -281,12 +281,15 @@ def run_api_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProces
 
 class ApiProcess(ServiceProcess):
     """``toolbridge-api serve`` as a child process on 127.0.0.1 (a free port), as a user runs
-    it: settings only through ``TOOLBRIDGE_API_*`` environment variables. Ready once
-    ``/healthz`` answers 200."""
+    it: settings only through ``TOOLBRIDGE_API_*`` environment variables (``args``: more of
+    ``serve``'s options, e.g. ``--workers``). Ready once ``/healthz`` answers 200."""
 
-    def __init__(self, env: dict[str, str], *, cwd: Path | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, cwd: Path | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
         port = free_port()
         env = base | {"TOOLBRIDGE_API_HOST": "127.0.0.1"} | env
         env["TOOLBRIDGE_API_PORT"] = str(port)
-        super().__init__([API_COMMAND, "serve"], env, port=port, ready_path="/healthz", cwd=cwd)
+        argv = [API_COMMAND, "serve", *args]
+        super().__init__(argv, env, port=port, ready_path="/healthz", cwd=cwd)

@@ -33,7 +33,13 @@ from toolbridge_api.db.store import Store, utcnow
 from toolbridge_api.db.sync_state import SyncState
 from toolbridge_api.errors import ApiError
 from toolbridge_api.middleware import defer_headers
-from toolbridge_api.security import Authenticator, AuthError, Principal, RateGroup, RateLimits
+from toolbridge_api.security import (
+    Authenticator,
+    AuthError,
+    Principal,
+    RateGroup,
+    RateLimitBackend,
+)
 from toolbridge_common.contract import EPOCH_MISMATCH, HEADER_SYNC_EPOCH, HEADER_SYNC_SESSION
 
 SESSION_HEADER = HEADER_SYNC_SESSION
@@ -110,18 +116,18 @@ async def _session_caller(
 WithSession = Annotated[SessionCaller, Depends(_session_caller)]
 
 
-def limit_rate(request: Request, group: RateGroup, principal: Principal) -> None:
+async def limit_rate(request: Request, group: RateGroup, principal: Principal) -> None:
     """Spends one request of the caller's budget in ``group``: the ``X-RateLimit-*`` headers
     go on this request's response whatever it is; 429 with ``Retry-After`` when spent."""
-    limits: RateLimits = request.app.state.rate_limits
+    limits: RateLimitBackend = request.app.state.rate_limits
     authenticator: Authenticator = request.app.state.authenticator
-    decision = limits.take(group, authenticator.rate_key(principal))
+    decision = await limits.take(group, authenticator.rate_key(principal))
     defer_headers(request, decision.headers())
     if decision.retry_after is not None:
         wait = max(1, math.ceil(decision.retry_after))
         raise AuthError(
             429,
-            f"rate limit exceeded ({limits[group].describe()}); retry after {wait} s",
+            f"rate limit exceeded ({limits.describe(group)}); retry after {wait} s",
             retry_after=decision.retry_after,
         )
 
@@ -136,7 +142,7 @@ def rate_limited(group: RateGroup) -> Callable[..., Awaitable[Principal]]:
     """The caller, within ``group``'s rate limit (sync sessions: ``"auth"``)."""
 
     async def limited(request: Request, principal: Caller) -> Principal:
-        limit_rate(request, group, principal)
+        await limit_rate(request, group, principal)
         return principal
 
     return limited
@@ -147,7 +153,7 @@ def session_required(group: RateGroup) -> Callable[..., Awaitable[Principal]]:
     check (wipe and state: ``"auth"``)."""
 
     async def with_session(request: Request, caller: WithSession) -> Principal:
-        limit_rate(request, group, caller.principal)
+        await limit_rate(request, group, caller.principal)
         return caller.principal
 
     return with_session
@@ -168,7 +174,7 @@ def synced_caller(group: RateGroup) -> Callable[..., Awaitable[Principal]]:
         caller = await _session_caller(
             await authenticate(request), await get_sync_state(request), session_id
         )
-        limit_rate(request, group, caller.principal)
+        await limit_rate(request, group, caller.principal)
         if client_epoch(epoch) < caller.epoch:
             raise ApiError(
                 409,

@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
 
 from toolbridge_api.errors import ApiError
 from toolbridge_api.routes.context import StoreDep
-from toolbridge_api.routes.models import HealthOut, error_responses
+from toolbridge_api.routes.models import HealthOut, RateLimitHealthOut, error_responses
+from toolbridge_api.security import RateLimitBackend
 from toolbridge_common import contract
 
 router = APIRouter()
@@ -28,14 +29,21 @@ def server_version() -> str:
 
 
 @router.get("/healthz", tags=["health"], operation_id="healthz", responses=error_responses(503))
-async def healthz(store: StoreDep) -> HealthOut:
-    """200 when the database answers, 503 otherwise (the error says which part failed)."""
+async def healthz(request: Request, store: StoreDep) -> HealthOut:
+    """200 when the database answers, 503 otherwise (the error says which part failed). The
+    rate limits' state is shown, never failed on: without Redis the API still serves."""
     try:
         await store.ping()
     except Exception as exc:
         logger.warning("health check: database unavailable ({})", type(exc).__name__)
         raise ApiError(503, "database unavailable", extra={"database": "unavailable"}) from None
-    return HealthOut(status="ok", database="ok")
+    rate_limits: RateLimitBackend = request.app.state.rate_limits
+    limits = await rate_limits.health()
+    return HealthOut(
+        status="ok",
+        database="ok",
+        rate_limit=RateLimitHealthOut(backend=limits.backend, shared=limits.shared),
+    )
 
 
 @router.get(

@@ -168,6 +168,17 @@ class StateOut(BaseModel):
         return cls(epoch=state.epoch, lastWipeAt=state.last_wipe_at, lastWipeBy=state.last_wipe_by)
 
 
+class RateLimitHealthOut(BaseModel):
+    backend: Literal["memory", "redis"] = Field(
+        description="Where the rate-limit buckets are kept: this process's memory, or Redis."
+    )
+    shared: bool = Field(
+        description="Whether every API process takes from the same buckets now; false without "
+        "Redis, and while Redis does not answer (this process then limits on its own)."
+    )
+
+
 class HealthOut(BaseModel):
     status: str
     database: str
+    rate_limit: RateLimitHealthOut

@@ -212,7 +212,7 @@ async def _exchange(request: Request) -> JSONResponse:
         subject = await exchange.subjects.verify(token)
     except AuthError as exc:
         raise _subject_refused(exc, from_header=from_header) from None
-    limit_rate(request, "auth", Principal(DEFAULT_TENANT, subject))
+    await limit_rate(request, "auth", Principal(DEFAULT_TENANT, subject))
     expiry = jwt.decode(token, options={"verify_signature": False}).get("exp")
     try:
         issued = exchange.own.issue(

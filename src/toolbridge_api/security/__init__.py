@@ -6,7 +6,9 @@ from toolbridge_api.security.ratelimit import (
     RATE_GROUPS,
     RateDecision,
     RateGroup,
+    RateLimitBackend,
     RateLimiter,
+    RateLimitHealth,
     RateLimits,
 )
 from toolbridge_api.security.tenant import TenantVerifier
@@ -20,6 +22,8 @@ __all__ = [
     "Principal",
     "RateDecision",
     "RateGroup",
+    "RateLimitBackend",
+    "RateLimitHealth",
     "RateLimiter",
     "RateLimits",
     "TenantVerifier",

@@ -3,6 +3,11 @@
 Each route group has its own limiter (:class:`RateLimits`): entity REST routes ("rest"),
 delta push/pull ("sync"), and sessions, wipe and state ("auth"), so a client syncing hard
 still has its REST budget and can always open a session.
+
+The routes see the rate limits through :class:`RateLimitBackend`: this module's
+:class:`RateLimits` (each process its own buckets) or
+:class:`~toolbridge_api.security.shared_ratelimit.RedisRateLimits` (one bucket per caller for a
+whole fleet, in Redis). Both tell the client the same through :func:`bucket_decision`.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from toolbridge_common.contract import (
     HEADER_RATE_BURST,
@@ -61,6 +66,32 @@ class RateDecision:
             HEADER_RATE_RESET: str(self.reset),
             HEADER_RATE_BURST: str(self.burst),
         }
+
+
+def bucket_decision(
+    *, limit: int, burst: int, rate: float, tokens: float, taken: bool, now: float
+) -> RateDecision:
+    """What the client is told when a bucket holds ``tokens`` after this request (``taken``:
+    the request got one) at Unix time ``now``: the one reading of a bucket, whichever process
+    or server holds it."""
+    return RateDecision(
+        limit=limit,
+        burst=burst,
+        remaining=max(0, math.floor(tokens + _EPSILON)),
+        reset=math.ceil(now + (burst - tokens) / rate - _EPSILON),
+        retry_after=None if taken else (1 - tokens) / rate,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitHealth:
+    """What health output says about the rate limits."""
+
+    backend: Literal["memory", "redis"]
+    """Where the buckets are meant to be: this process's memory, or Redis."""
+    shared: bool
+    """Whether every API process takes from the same buckets right now (False while Redis
+    does not answer and this process limits on its own)."""
 
 
 class RateLimiter:
@@ -117,18 +148,16 @@ class RateLimiter:
             self._buckets.move_to_end(key)
             bucket.tokens = self._level(bucket, now)
             bucket.updated = now
-        retry_after: float | None = None
-        if bucket.tokens >= 1 - _EPSILON:
+        taken = bucket.tokens >= 1 - _EPSILON
+        if taken:
             bucket.tokens = max(0.0, bucket.tokens - 1)
-        else:
-            retry_after = (1 - bucket.tokens) / self.rate
-        until_full = (self.burst - bucket.tokens) / self.rate
-        return RateDecision(
+        return bucket_decision(
             limit=self.requests,
             burst=self.burst,
-            remaining=max(0, math.floor(bucket.tokens + _EPSILON)),
-            reset=math.ceil(self._wall_clock() + until_full - _EPSILON),
-            retry_after=retry_after,
+            rate=self.rate,
+            tokens=bucket.tokens,
+            taken=taken,
+            now=self._wall_clock(),
         )
 
     def hit(self, key: str) -> float | None:
@@ -149,8 +178,25 @@ class RateLimiter:
             del self._buckets[key]
 
 
+class RateLimitBackend(Protocol):
+    """What the routes need of the rate limits, wherever the buckets are."""
+
+    async def take(self, group: RateGroup, key: str) -> RateDecision:
+        """Take one request from ``key``'s bucket in ``group``, if it holds one."""
+        ...
+
+    def describe(self, group: RateGroup) -> str:
+        """``group``'s limit for messages: ``600 requests per 60 s, burst 120``."""
+        ...
+
+    async def health(self) -> RateLimitHealth: ...
+
+    async def aclose(self) -> None: ...
+
+
 class RateLimits:
-    """One :class:`RateLimiter` per route group; a caller has a bucket in each."""
+    """One :class:`RateLimiter` per route group; a caller has a bucket in each, in this
+    process's memory (a :class:`RateLimitBackend`)."""
 
     def __init__(self, limiters: Mapping[RateGroup, RateLimiter]) -> None:
         missing = [group for group in RATE_GROUPS if group not in limiters]
@@ -161,5 +207,14 @@ class RateLimits:
     def __getitem__(self, group: RateGroup) -> RateLimiter:
         return self._limiters[group]
 
-    def take(self, group: RateGroup, key: str) -> RateDecision:
+    async def take(self, group: RateGroup, key: str) -> RateDecision:
         return self._limiters[group].take(key)
+
+    def describe(self, group: RateGroup) -> str:
+        return self._limiters[group].describe()
+
+    async def health(self) -> RateLimitHealth:
+        return RateLimitHealth(backend="memory", shared=False)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

@@ -41,6 +41,8 @@ AuthMode: TypeAlias = str
 
 
 env_name = env_namer(ENV_PREFIX)
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+MIN_TOKEN_CACHE_KEY = 32
 
 
 class Settings(BaseSettings):
@@ -133,6 +135,34 @@ class Settings(BaseSettings):
 
     jwt_token: SecretStr | None = Field(
         default=None, description="Deprecated static token; use Auth0 client credentials."
+    )
+
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Fleet mode: Redis (`redis://`, `rediss://` for TLS, or `unix://`) shared "
+        "by every MCP server of the fleet, which then share one access token per client (one "
+        "token request per renewal for the whole fleet; a restarted server takes the stored "
+        "token). Tokens are stored encrypted. Unset: each process keeps its own tokens in "
+        "memory. Redis down: each process falls back to its own, and back when it answers.",
+    )
+    redis_key_prefix: str = Field(
+        default="toolbridge:",
+        min_length=1,
+        description="Fleet mode: the prefix of every Redis key the MCP server writes.",
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=5,
+        description="Fleet mode: longest one Redis call may take (connect included) before "
+        "the server treats Redis as down and uses its own in-memory token cache.",
+    )
+    token_cache_key: SecretStr | None = Field(
+        default=None,
+        description="Fleet mode: the secret tokens in Redis are encrypted with (AES-256-GCM, "
+        "key derived with HKDF), the same on every server, 32 characters or more (e.g. "
+        "`openssl rand -hex 32`). Default: derived from the client secret; required without "
+        "one (`private_key_jwt`, or per-user mode with a public exchange client).",
     )
 
     oauth_issuer: str | None = Field(
@@ -285,6 +315,8 @@ class Settings(BaseSettings):
         "jwt_token",
         "oauth_exchange_client_secret",
         "auth0_client_private_key",
+        "redis_url",
+        "token_cache_key",
         mode="before",
     )
     @classmethod
@@ -347,6 +379,30 @@ class Settings(BaseSettings):
             raise ValueError("must not contain a user name or password (user:pass@host)")
         return value.rstrip("/")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A Redis URL the client can use; never echoed (it may hold a password)."""
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("must name a host, e.g. redis://127.0.0.1:6379/0")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("must name a socket path, e.g. unix:///run/redis/redis.sock")
+        return value
+
+    @field_validator("token_cache_key")
+    @classmethod
+    def _check_token_cache_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CACHE_KEY:
+            raise ValueError(
+                f"must be {MIN_TOKEN_CACHE_KEY} characters or more (e.g. openssl rand -hex 32)"
+            )
+        return value
+
     _client_key: ClientKey | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -360,7 +416,23 @@ class Settings(BaseSettings):
                 f"{env_name('tenant_id')} and {env_name('tenant_header_secret')}"
             )
         self._check_per_user_oauth()
+        self._check_token_cache()
         return self
+
+    def _check_token_cache(self) -> None:
+        """Tokens in Redis are encrypted with a key from ``TOOLBRIDGE_TOKEN_CACHE_KEY`` or
+        the mode's client secret: a mode that caches tokens without a secret needs the key."""
+        if self.redis_url is None or self.token_cache_key is not None:
+            return
+        mode = self.outbound_mode()
+        if mode.caches_tokens and mode.cache_secret(self) is None:
+            raise ValueError(
+                f"{env_name('token_cache_key')} not set: with {env_name('redis_url')} tokens "
+                "are stored encrypted, under a key derived from the client secret, and "
+                f"{mode.name} mode has none here (private_key_jwt, or a public token-exchange "
+                "client). Set it to the same random string of "
+                f"{MIN_TOKEN_CACHE_KEY} characters or more on every server"
+            )
 
     def _check_client_credentials(self) -> None:
         """Client credentials need a client id, its credential (the secret, or the private

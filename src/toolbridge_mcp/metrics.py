@@ -141,6 +141,15 @@ def _mode_family() -> GaugeMetricFamily:
     )
 
 
+def _cache_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "toolbridge_mcp_token_cache_shared",
+        "1 while the fleet shares tokens through the cache (Redis answers), 0 while this "
+        "process uses its own (memory backend, or Redis down).",
+        labels=["backend"],
+    )
+
+
 class TokenCollector(Collector):
     """The auth mode, and its token manager's state at scrape time (modes that fetch
     tokens only)."""
@@ -150,6 +159,7 @@ class TokenCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield _mode_family()
+        yield _cache_family()
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
@@ -157,6 +167,11 @@ class TokenCollector(Collector):
         auth = self._backend.auth
         mode.add_metric([auth.name], 1)
         yield mode
+        cache = auth.token_cache
+        if cache is not None:
+            shared = _cache_family()
+            shared.add_metric([cache.backend], 1 if cache.shared else 0)
+            yield shared
         manager = auth.manager
         if manager is None:
             return

@@ -43,7 +43,15 @@ from toolbridge_mcp.oauth import (
     TokenError,
 )
 from toolbridge_mcp.oauth.endpoint import deadline_error
-from toolbridge_mcp.tokens.cache import CachedToken, MemoryTokenCache, TokenCache
+from toolbridge_mcp.tokens.cache import (
+    CachedToken,
+    Fetch,
+    MemoryTokenCache,
+    RenewingTokenCache,
+    TokenCache,
+    Wanted,
+    renew_locally,
+)
 from toolbridge_mcp.tokens.schedule import MIN_RETRY_WAIT, RefreshSchedule, ScheduledToken
 from toolbridge_mcp.tokens.stats import TokenStats
 
@@ -107,7 +115,9 @@ class TokenManager:
         self._source = source
         self._use_timer = timer
         self._schedule = schedule or RefreshSchedule()
-        self._cache: TokenCache = cache if cache is not None else MemoryTokenCache()
+        self._cache: RenewingTokenCache = (
+            cache if isinstance(cache, RenewingTokenCache) else _Renewing(cache)
+        )
         self._clock = clock
         self._deadline = deadline if deadline is not None else source.deadline
         self._unix_offset = time.time() - clock()
@@ -347,14 +357,20 @@ class TokenManager:
         self._flight.start(self._key, self._renew)
 
     async def _renew(self) -> ScheduledToken:
-        """The one renewal in flight: a newer token from the cache, else from the source."""
+        """The one renewal in flight (in the fleet, with a shared cache): a newer token from
+        the cache, else one fetched from the source, here or by another process."""
         try:
-            return await self._from_cache() or await self._fetch()
+            stored = await self._cache.renew(self._key, self._fetch, wanted=self._wanted)
         except TokenError as exc:
             self._record_failure(exc)
             raise
+        token = self._token
+        if token is not None and token.value == stored.value:
+            return token  # fetched here: installed as it arrived
+        return self._adopt(stored)
 
-    async def _fetch(self) -> ScheduledToken:
+    async def _fetch(self) -> CachedToken:
+        """A new token from the source, installed at once; what the cache stores."""
         issued = await self._source.fetch(self._clock)
         token = self._schedule.plan(
             issued.value,
@@ -364,41 +380,33 @@ class TokenManager:
             refresh_in=issued.refresh_in,
         )
         self._install(token, fetched=True, refresh_in=issued.refresh_in)
-        stored = CachedToken(
+        return CachedToken(
             token.value,
             token.lifetime,
             token.expires_at + self._unix_offset,
             token.scope,
             issued.refresh_in,
         )
-        try:
-            await self._cache.put(self._key, stored)
-        except Exception as exc:
-            logger.warning("Token cache unavailable ({}): token not shared", type(exc).__name__)
-        return token
 
-    async def _from_cache(self) -> ScheduledToken | None:
-        """The cache's token if it is another one than ours (rejected or due) and is not
-        due for renewal itself: another process, or an earlier manager, renewed it."""
-        try:
-            cached = await self._cache.get(self._key)
-        except Exception as exc:
-            logger.warning(
-                "Token cache unavailable ({}): asking the identity provider", type(exc).__name__
-            )
-            return None
-        current = None if self._token is None else self._token.value
-        if cached is None or cached.value in (self._rejected, current):
-            return None
-        token = self._schedule.plan(
+    def _plan_cached(self, cached: CachedToken) -> ScheduledToken:
+        return self._schedule.plan(
             cached.value,
             lifetime=cached.lifetime,
             expires_at=cached.expires_at - self._unix_offset,
             scope=cached.scope,
             refresh_in=cached.refresh_in,
         )
-        if self._clock() >= token.refresh_at:
-            return None
+
+    def _wanted(self, cached: CachedToken) -> bool:
+        """A stored token replaces ours if it is another one (ours is rejected or due) and
+        not due for renewal itself: another process, or an earlier manager, renewed it."""
+        current = None if self._token is None else self._token.value
+        if cached.value in (self._rejected, current):
+            return False
+        return self._clock() < self._plan_cached(cached).refresh_at
+
+    def _adopt(self, cached: CachedToken) -> ScheduledToken:
+        token = self._plan_cached(cached)
         self._install(token, fetched=False, refresh_in=cached.refresh_in)
         return token
 
@@ -468,3 +476,19 @@ def _cooling_down(error: TokenError, wait: float) -> TokenError:
         retry_after=wait,
         cause=error.cause,
     )
+
+
+class _Renewing:
+    """A cache with only ``get`` and ``put``, renewing as one process does."""
+
+    def __init__(self, cache: TokenCache | None) -> None:
+        self._cache: TokenCache = cache if cache is not None else MemoryTokenCache()
+
+    async def get(self, key: str) -> CachedToken | None:
+        return await self._cache.get(key)
+
+    async def put(self, key: str, token: CachedToken) -> None:
+        await self._cache.put(key, token)
+
+    async def renew(self, key: str, fetch: Fetch, *, wanted: Wanted) -> CachedToken:
+        return await renew_locally(self._cache, key, fetch, wanted=wanted)

@@ -11,6 +11,16 @@ from toolbridge_mcp.backend.runtime import Backend
 from toolbridge_mcp.config import AuthMode
 
 
+class TokenCacheHealth(BaseModel):
+    """Where tokens are cached: shared by the fleet (Redis), or this process's own."""
+
+    backend: Literal["memory", "redis"]
+    shared: bool = Field(
+        description="whether the fleet shares this server's tokens (false while Redis is down)"
+    )
+    since: datetime | None = Field(default=None, description="when shared last changed")
+
+
 class HealthReport(BaseModel):
     """What an operator needs to see whether calls can succeed; never a token or secret."""
 
@@ -29,6 +39,9 @@ class HealthReport(BaseModel):
     last_refresh_success: bool | None = None
     failure_count: int = 0
     last_error: str | None = None
+    token_cache: TokenCacheHealth | None = Field(
+        default=None, description="modes that fetch tokens: where they are cached"
+    )
     detail: str
 
 
@@ -45,6 +58,7 @@ def health_report(backend: Backend) -> HealthReport:
         expired_ago = round(-left, 1)
         status = "degraded"
         detail = f"the access token expired {expired_ago:g} s ago; {detail}"
+    cache = auth.token_cache
     return HealthReport(
         status=status,
         auth_mode=backend.auth.name,
@@ -57,5 +71,8 @@ def health_report(backend: Backend) -> HealthReport:
         last_refresh_success=auth.last_refresh_success,
         failure_count=auth.failure_count,
         last_error=auth.last_error,
+        token_cache=None
+        if cache is None
+        else TokenCacheHealth(backend=cache.backend, shared=cache.shared, since=cache.since),
         detail=detail,
     )

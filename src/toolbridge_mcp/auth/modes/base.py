@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from fastmcp.server.auth import AuthProvider
 
     from toolbridge_mcp.config import Settings
-    from toolbridge_mcp.tokens import TokenManager
+    from toolbridge_mcp.tokens import CacheState, TokenManager
 
 SERVICE_PRINCIPAL = "service"
 MISSING_AUTHENTICATION = (
@@ -43,6 +43,8 @@ class AuthHealth:
     last_refresh_success: bool | None = None
     failure_count: int = 0
     last_error: str | None = None
+    token_cache: CacheState | None = None
+    """Modes that cache tokens: where (:attr:`OutboundAuth.token_cache`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class OutboundAuth(httpx.Auth, ABC):
     """Whether requests carry each MCP caller's own identity (``TOOLBRIDGE_OAUTH_*`` apply)."""
     error_hint: ClassVar[str]
     """What to check when the API refuses this mode's token (401/403)."""
+    caches_tokens: ClassVar[bool] = False
+    """Whether the mode keeps fetched tokens in the token cache (Redis in fleet mode)."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -114,6 +118,18 @@ class OutboundAuth(httpx.Auth, ABC):
 
     def mcp_auth(self) -> AuthProvider | None:
         """How the MCP endpoint verifies its callers, for modes that use their tokens."""
+        return None
+
+    @classmethod
+    def cache_secret(cls, settings: Settings) -> str | None:
+        """The client secret the token cache's encryption key may be derived from, if the
+        mode has one (else ``TOOLBRIDGE_TOKEN_CACHE_KEY`` is needed with Redis)."""
+        del settings
+        return None
+
+    @property
+    def token_cache(self) -> CacheState | None:
+        """Where the mode's tokens are cached now (modes that cache tokens, once started)."""
         return None
 
     @property

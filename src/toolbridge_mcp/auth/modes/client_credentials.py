@@ -14,10 +14,13 @@ from toolbridge_mcp.auth.bearer import BearerAuth
 from toolbridge_mcp.auth.modes.base import AuthCheck, AuthHealth, OutboundAuth
 from toolbridge_mcp.config import env_name
 from toolbridge_mcp.oauth import TokenError, unverified_claims
-from toolbridge_mcp.tokens import RefreshSchedule, TokenManager
+from toolbridge_mcp.oauth.client_auth import SECRET_METHODS
+from toolbridge_mcp.tokens import CacheState, RefreshSchedule, TokenManager
+from toolbridge_mcp.tokens.cache import MemoryTokenCache, token_cache_from_settings
 
 if TYPE_CHECKING:
     from toolbridge_mcp.config import Settings
+    from toolbridge_mcp.tokens.redis_cache import RedisTokenCache
 
 CLIENT_CREDENTIALS_SETTINGS = (
     f"{env_name('auth0_client_id')}, {env_name('auth0_client_secret')} and "
@@ -74,30 +77,49 @@ class ClientCredentialsAuth(OutboundAuth):
         "TOOLBRIDGE_AUTH0_DOMAIN, TOOLBRIDGE_AUTH0_TOKEN_URL or TOOLBRIDGE_AUTH0_ISSUER "
         "(the issuer the API trusts)"
     )
+    caches_tokens = True
 
     def __init__(self, settings: Settings, *, refetch_cooldown: float = 60.0) -> None:
         self._settings = settings
         self._refetch_cooldown = refetch_cooldown
         self._manager: TokenManager | None = None
         self._bearer: BearerAuth | None = None
+        self._cache: MemoryTokenCache | RedisTokenCache | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         return cls(settings)
 
+    @classmethod
+    def cache_secret(cls, settings: Settings) -> str | None:
+        secret = settings.auth0_client_secret
+        if secret is None or settings.auth0_client_auth_method not in SECRET_METHODS:
+            return None
+        return secret.get_secret_value()
+
     async def start(self) -> None:
-        """A fresh token manager (a closed one cannot restart) and its first token."""
+        """A fresh token manager (a closed one cannot restart) on the token cache (Redis in
+        fleet mode), and its first token (the fleet's, if one is stored)."""
         if self._manager is not None:
             return
-        manager = TokenManager.from_settings(self._settings)
-        self._manager = manager
+        cache = token_cache_from_settings(self._settings, secret=self.cache_secret(self._settings))
+        await cache.start()
+        manager = TokenManager.from_settings(self._settings, cache=cache)
+        self._cache, self._manager = cache, manager
         self._bearer = BearerAuth(manager, refetch_cooldown=self._refetch_cooldown)
         await manager.start()
 
     async def aclose(self) -> None:
         manager, self._manager, self._bearer = self._manager, None, None
+        cache, self._cache = self._cache, None
         if manager is not None:
             await manager.close()
+        if cache is not None:
+            await cache.aclose()
+
+    @property
+    def token_cache(self) -> CacheState | None:
+        return None if self._cache is None else self._cache.state
 
     @property
     def manager(self) -> TokenManager | None:
@@ -152,6 +174,7 @@ class ClientCredentialsAuth(OutboundAuth):
             last_refresh_success=stats.last_refresh_success,
             failure_count=stats.failure_count,
             last_error=stats.last_error,
+            token_cache=self.token_cache,
         )
 
     async def check(self) -> AuthCheck:

@@ -51,12 +51,14 @@ from toolbridge_mcp.oauth import (
     TokenError,
 )
 from toolbridge_mcp.oauth.grants import TokenExchangeGrant
-from toolbridge_mcp.tokens import RefreshSchedule, TokenManager
+from toolbridge_mcp.tokens import CacheState, RefreshSchedule, TokenManager
+from toolbridge_mcp.tokens.cache import MemoryTokenCache, token_cache_from_settings
 
 if TYPE_CHECKING:
     from fastmcp.server.auth import RemoteAuthProvider
 
     from toolbridge_mcp.config import Settings
+    from toolbridge_mcp.tokens.redis_cache import RedisTokenCache
 
 EXCHANGE_PATH = "/auth/token-exchange"
 """The API's token exchange endpoint, the default ``TOOLBRIDGE_OAUTH_EXCHANGE_URL``."""
@@ -97,6 +99,7 @@ class TokenExchangeAuth(OutboundAuth):
         "tokens (the exchange at TOOLBRIDGE_OAUTH_EXCHANGE_URL must issue them for the API's "
         "audience, TOOLBRIDGE_OAUTH_EXCHANGE_AUDIENCE, and the issuer the API trusts)"
     )
+    caches_tokens = True
 
     def __init__(
         self,
@@ -114,6 +117,7 @@ class TokenExchangeAuth(OutboundAuth):
         self._http: httpx.AsyncClient | None = http_client
         self._users: OrderedDict[str, _User] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
+        self._cache: MemoryTokenCache | RedisTokenCache | None = None
         self.exchanges = 0
         """Exchange requests sent since start (every attempt, failed ones included)."""
 
@@ -130,9 +134,21 @@ class TokenExchangeAuth(OutboundAuth):
         """Users whose exchanged token is kept now."""
         return len(self._users)
 
+    @classmethod
+    def cache_secret(cls, settings: Settings) -> str | None:
+        secret = settings.oauth_exchange_client_secret
+        if secret is None or settings.oauth_exchange_client_id is None:
+            return None
+        return secret.get_secret_value()
+
     async def start(self) -> None:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self._settings.auth0_timeout_seconds)
+        if self._cache is None:
+            self._cache = token_cache_from_settings(
+                self._settings, secret=self.cache_secret(self._settings)
+            )
+            await self._cache.start()
 
     async def aclose(self) -> None:
         users = list(self._users.values())
@@ -141,6 +157,9 @@ class TokenExchangeAuth(OutboundAuth):
             await user.manager.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            await cache.aclose()
         http, self._http = self._http, self._given_http
         if http is not None and http is not self._given_http:
             await http.aclose()
@@ -152,6 +171,10 @@ class TokenExchangeAuth(OutboundAuth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         return self._user().bearer.async_auth_flow(request)
+
+    @property
+    def token_cache(self) -> CacheState | None:
+        return None if self._cache is None else self._cache.state
 
     def principal(self) -> str:
         """The verified caller, ``user:{iss}|{sub}``: sessions and exchanged tokens are kept
@@ -174,6 +197,7 @@ class TokenExchangeAuth(OutboundAuth):
             detail,
             failure_count=failures,
             last_error=failing[-1] if failing else None,
+            token_cache=self.token_cache,
         )
 
     async def check(self) -> AuthCheck:
@@ -240,9 +264,14 @@ class TokenExchangeAuth(OutboundAuth):
             on_expired=lambda: self._forget(caller.key, source),
         )
         # No refresh timer: a user who has gone needs no new token; a call past the refresh
-        # time renews in the background while the current token is still served.
+        # time renews in the background while the current token is still served. Redis (fleet
+        # mode) shares each user's exchanged token with the other servers; in memory each
+        # user's manager keeps its own, dropped with it, so that MAX_USERS bounds memory.
         manager = TokenManager(
-            source, schedule=RefreshSchedule.from_settings(self._settings), timer=False
+            source,
+            schedule=RefreshSchedule.from_settings(self._settings),
+            cache=None if self._settings.redis_url is None else self._cache,
+            timer=False,
         )
         return _User(source, manager, BearerAuth(manager, refetch_cooldown=self._refetch_cooldown))
 

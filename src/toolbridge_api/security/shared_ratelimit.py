@@ -16,6 +16,7 @@ switch is one log line (a warning, then an info line on recovery), and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,8 @@ from toolbridge_api.security.ratelimit import (
 
 DEFAULT_PROBE_INTERVAL = 5.0
 """Seconds between two tries of a Redis that did not answer."""
+DEFAULT_TIMEOUT = 0.25
+"""Longest a decision waits for Redis, connecting included (``redis_timeout_seconds``)."""
 
 TAKE_SCRIPT = """
 local rate = tonumber(ARGV[1])
@@ -111,6 +114,7 @@ class RedisRateLimits:
         *,
         key_prefix: str,
         where: str,
+        timeout: float = DEFAULT_TIMEOUT,
         probe_interval: float = DEFAULT_PROBE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -119,6 +123,7 @@ class RedisRateLimits:
         self._script = client.register_script(TAKE_SCRIPT)
         self._prefix = key_prefix
         self._where = where
+        self._timeout = timeout
         self._probe_interval = probe_interval
         self._clock = clock
         self._shared = True
@@ -130,7 +135,8 @@ class RedisRateLimits:
     ) -> RedisRateLimits:
         """The fleet's rate limits in the Redis at ``url`` (not contacted yet: :meth:`start`)."""
         client = redis_client(url, timeout=timeout)
-        return cls(local, client, key_prefix=key_prefix, where=redacted_redis_url(url))
+        where = redacted_redis_url(url)
+        return cls(local, client, key_prefix=key_prefix, where=where, timeout=timeout)
 
     async def start(self) -> None:
         """Says where the buckets are at start: Redis if it answers a ping, else this process's
@@ -150,10 +156,13 @@ class RedisRateLimits:
             self._next_try = now + self._probe_interval  # this request tries; the others don't
         limiter = self.local[group]
         try:
-            taken, tokens, seconds, micros = await self._script(
-                keys=[bucket_key(self._prefix, group, key)],
-                args=[repr(limiter.rate), limiter.burst],
-            )
+            # One bound for the whole call: a new connection's connect and the answer each
+            # have the client's socket timeout, together they must not take longer.
+            async with asyncio.timeout(self._timeout):
+                taken, tokens, seconds, micros = await self._script(
+                    keys=[bucket_key(self._prefix, group, key)],
+                    args=[repr(limiter.rate), limiter.burst],
+                )
         except _FAILURES as exc:
             self._lost(exc)
             return await self.local.take(group, key)
@@ -189,8 +198,9 @@ class RedisRateLimits:
         await self._client.aclose()
 
     async def _ping(self) -> None:
-        # redis-py types ping() for its sync and async clients at once.
-        await cast("Awaitable[bool]", self._client.ping())
+        async with asyncio.timeout(self._timeout):
+            # redis-py types ping() for its sync and async clients at once.
+            await cast("Awaitable[bool]", self._client.ping())
 
     def _lost(self, exc: BaseException) -> None:
         """Redis did not answer: once per outage, the warning; until it answers, local buckets."""

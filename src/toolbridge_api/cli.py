@@ -108,7 +108,7 @@ def _check_workers(settings: ApiSettings) -> None:
     url = make_url(settings.database_url)
     database = url.database or ""
     if url.get_backend_name() == "sqlite" and (
-        database in ("", ":memory:") or "mode=memory" in str(url.query)
+        database in ("", ":memory:") or url.query.get("mode") == "memory"
     ):
         raise ConfigError(
             f"{env_name('workers')} (--workers) above 1 needs a database every worker shares: "

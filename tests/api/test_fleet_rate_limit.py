@@ -220,12 +220,13 @@ def test_the_limit_holds_across_three_api_processes(api_jwks: JWKSServer, prefix
 
 
 def test_workers_of_one_serve_command_share_the_limit(
-    api_jwks: JWKSServer, prefix: str, tmp_path: Path
+    api_jwks: JWKSServer, own_redis: RedisServer, tmp_path: Path
 ) -> None:
     """``toolbridge-api serve --workers 3`` on a SQLite file: the schema is migrated once,
-    before the workers start; three workers serve the port; requests on new connections get
-    one bucket's burst between them."""
-    env = fleet_env(api_jwks, sqlite_url(tmp_path), SHARED_REDIS_URL, prefix)
+    before the workers start; three workers serve the port; requests on new connections,
+    served by more than one worker, get one bucket's burst between them. (A Redis of the
+    test's own: its client list tells which workers ran the limiter's script.)"""
+    env = fleet_env(api_jwks, sqlite_url(tmp_path), own_redis.url, "t:")
     api = ApiProcess(env, cwd=tmp_path, args=("--workers", str(PROCESSES)))
     # Each worker imports the whole app after it is spawned: seconds each on a busy machine.
     with api.start(timeout=STARTUP_SECONDS):
@@ -240,7 +241,11 @@ def test_workers_of_one_serve_command_share_the_limit(
         elapsed = time.time() - before
         assert_one_bucket(notes, elapsed, requests=REQUESTS, burst=BURST)
         assert health(api.url)["rate_limit"] == {"backend": "redis", "shared": True}
+        with redis.Redis.from_url(own_redis.url, decode_responses=True) as client:
+            clients = client.client_list()
         output = list(api.output)
+    deciding = [c for c in clients if c["cmd"] in ("evalsha", "eval")]
+    assert len(deciding) >= 2, f"one worker served every request: {clients}"
     workers = {m.group(1) for line in output if (m := re.search(r"server process \[(\d+)]", line))}
     assert len(workers) == PROCESSES, output
     upgrades = [line.split(" | ")[-1] for line in output if "Running upgrade" in line]
@@ -284,14 +289,21 @@ def test_a_bad_redis_url_names_the_variable_never_the_value(
     assert "cache" not in message
 
 
-def test_workers_refuse_an_in_memory_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "sqlite+aiosqlite:///:memory:",
+        "sqlite+aiosqlite:///file:shared?mode=memory&cache=shared&uri=true",
+    ],
+)
+def test_workers_refuse_an_in_memory_database(tmp_path: Path, database_url: str) -> None:
     result = run_api_cli(
         tmp_path,
         "serve",
         "--workers",
         "2",
         TOOLBRIDGE_API_DEBUG_SUB_ENABLED="true",
-        TOOLBRIDGE_API_DATABASE_URL="sqlite+aiosqlite:///:memory:",
+        TOOLBRIDGE_API_DATABASE_URL=database_url,
     )
     assert result.returncode == 2
     assert "TOOLBRIDGE_API_WORKERS (--workers) above 1 needs a database" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated
 
 import typer
@@ -89,6 +90,8 @@ def serve(
         asyncio.run(_migrate(settings.database_url, HEAD))
     except Exception as exc:
         raise _fail(f"migration failed: {type(exc).__name__}: {exc}", 1) from None
+    # The workers read the settings from the environment they inherit: the options too.
+    os.environ.update({env_name(name): str(value) for name, value in overrides.items()})
     run_server(
         server_config(
             WORKER_APP,

@@ -34,6 +34,12 @@ from tests.support.per_user import (
     start_stack,
     wait_until,
 )
+from tests.support.redis_server import (
+    SHARED_REDIS_URL,
+    delete_prefixed,
+    redis_problem,
+    unique_prefix,
+)
 from toolbridge_api.security import Principal
 from toolbridge_mcp.auth.modes import exchange
 
@@ -218,3 +224,34 @@ async def test_many_users_are_kept_within_a_bound(
             health = await ok(client, "health_check")
     assert "(2 users cached)" in health["detail"]
     assert stack.exchanges() == 4  # u1 again after u3 pushed it out, then reused
+
+
+async def test_replicas_sharing_redis_exchange_once_per_user(fresh: PerUserStack) -> None:
+    """Two replicas behind one public URL, one Redis: a user's exchanged token is shared, so
+    the second replica calls the API with it instead of exchanging again."""
+    if (problem := redis_problem(SHARED_REDIS_URL)) is not None:
+        pytest.skip(problem)
+    stack, prefix = fresh, unique_prefix()
+    fleet = {
+        "public_url": stack.mcp.base_url,
+        "redis_url": SHARED_REDIS_URL,
+        "redis_key_prefix": prefix,
+        "token_cache_key": "fleet-test-key-0123456789abcdef0123",
+    }
+    replicas = [OwnUrlMcpServer(), OwnUrlMcpServer()]
+    try:
+        for replica in replicas:
+            replica.serve(stack.settings(**fleet))
+        token = stack.mint("gina")
+        for replica in replicas:
+            async with Client(replica.url, auth=token) as gina:
+                await ok(gina, "list_notes")
+                health = await ok(gina, "health_check")
+            assert health["token_cache"]["backend"] == "redis"
+            assert health["token_cache"]["shared"] is True
+    finally:
+        for replica in replicas:
+            replica.stop()
+        delete_prefixed(SHARED_REDIS_URL, prefix)
+    assert stack.exchanges() == 1
+    assert len(set(stack.api_authorizations())) == 1

@@ -320,9 +320,17 @@ async def test_a_stale_holder_never_overwrites_a_newer_token(
         await b.aclose()
 
 
-async def test_redis_down_falls_back_to_the_process_cache_with_one_warning(
-    idp: IdP, private_redis: RedisServer, logs: LogCapture
+@pytest.mark.parametrize("outage", ["stopped", "hung"])
+async def test_redis_down_or_hung_falls_back_to_the_process_cache_with_one_warning(
+    idp: IdP, private_redis: RedisServer, logs: LogCapture, outage: str
 ) -> None:
+    """Renewals while Redis is stopped (refused) or hung (accepts, never answers: each call
+    bounded by the timeout) come from the IdP; no call fails; one warning, one info line."""
+    down, up = (
+        (private_redis.stop, private_redis.start)
+        if outage == "stopped"
+        else (private_redis.pause, private_redis.resume)
+    )
     cache = RedisTokenCache(
         private_redis.url, secret=CLIENT_SECRET, prefix="fleet:", probe_interval=0.2
     )
@@ -330,13 +338,13 @@ async def test_redis_down_falls_back_to_the_process_cache_with_one_warning(
     try:
         async with _manager(idp, cache) as manager:
             first = await manager.get_token()
-            private_redis.stop()
+            down()
             for _ in range(3):  # renewals while Redis is down: each from the IdP, no error
                 assert manager.invalidate(await manager.get_token())
                 assert await manager.get_token() != first
                 await asyncio.sleep(0.3)
             assert not cache.state.shared
-            private_redis.start()
+            up()
             await _until(lambda: cache.state.shared)
     finally:
         await cache.aclose()

@@ -19,8 +19,9 @@ import uuid
 from redis.asyncio import Redis
 
 from toolbridge_api.security import RateLimiter, RateLimits
-from toolbridge_api.security.shared_ratelimit import RedisRateLimits, redis_client
+from toolbridge_api.security.shared_ratelimit import RedisRateLimits
 from toolbridge_common.logs import configure_logging
+from toolbridge_common.redis_urls import redis_client
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 DOWN_URL = "redis://127.0.0.1:1/0"
@@ -63,10 +64,16 @@ async def main() -> None:
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     memory = local_limits()
     shared = RedisRateLimits(
-        local_limits(), redis_client(REDIS_URL, timeout=0.25), key_prefix=prefix, where="bench"
+        local_limits(),
+        redis_client(REDIS_URL, timeout=0.25, decode_responses=True),
+        key_prefix=prefix,
+        where="bench",
     )
     down = RedisRateLimits(
-        local_limits(), redis_client(DOWN_URL, timeout=0.25), key_prefix=prefix, where="down"
+        local_limits(),
+        redis_client(DOWN_URL, timeout=0.25, decode_responses=True),
+        key_prefix=prefix,
+        where="down",
     )
     try:
         await sequential(shared, 200)  # connections and the script loaded

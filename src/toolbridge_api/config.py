@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from toolbridge_common.contract import AUTH_RATE_LIMIT, ENTITY_RATE_LIMIT, SESSION_TTL_SECONDS
+from toolbridge_common.redis_urls import redis_url_problem
 from toolbridge_common.settings import (
     ConfigError,
     LogLevel,
@@ -30,7 +30,6 @@ MIN_HS256_SECRET_BYTES = 32
 FLEET_REDIS_URL = "TOOLBRIDGE_REDIS_URL"
 """The Redis of a whole fleet (API and MCP processes), read when TOOLBRIDGE_API_REDIS_URL
 is not set."""
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 SettingsT = TypeVar("SettingsT", bound="DatabaseSettings")
 
@@ -248,28 +247,9 @@ class ApiSettings(DatabaseSettings):
         """A Redis URL the client can use; the message names the variable, never the URL."""
         if self.redis_url is None:
             return
-        name = f"{env_name('redis_url')} (or {FLEET_REDIS_URL})"
-        try:
-            parts = urlsplit(self.redis_url.get_secret_value())
-            port_ok = parts.port is None or parts.port > 0
-        except ValueError:
-            port_ok = False
-        if not port_ok:
-            raise ValueError(f"{name} is not a valid URL (check the host and port)")
-        if parts.scheme not in _REDIS_SCHEMES:
-            raise ValueError(
-                f"{name} must start with redis://, rediss:// (TLS) or unix:// "
-                "(e.g. redis://127.0.0.1:6379/0)"
-            )
-        if parts.scheme == "unix":
-            if not parts.path:
-                raise ValueError(f"{name}: a unix:// URL needs the socket's path")
-            return
-        if not parts.hostname:
-            raise ValueError(f"{name} needs a host, e.g. redis://127.0.0.1:6379/0")
-        database = parts.path.strip("/")
-        if database and not database.isdigit():
-            raise ValueError(f"{name}: the path must be a database number, e.g. /0")
+        problem = redis_url_problem(self.redis_url.get_secret_value())
+        if problem is not None:
+            raise ValueError(f"{env_name('redis_url')} (or {FLEET_REDIS_URL}) {problem}")
 
     def _check_token_exchange(self, verifies_tokens: bool) -> None:
         """Token exchange verifies user tokens like the API does, but for another audience."""

@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO, cast
-from urllib.parse import urlsplit
 
 import httpx
+
+from toolbridge_common.redis_urls import redacted_url, redis_client, redis_url_problem
 
 HOST = "127.0.0.1"
 CLIENT_ID = "toolbridge-dev-mcp"
@@ -244,7 +245,7 @@ def plan(
     database_note = (
         f"SQLite {state_dir / 'api.db'}"
         if options.database_url is None
-        else f"database {redact_url(options.database_url)}"
+        else f"database {redacted_url(options.database_url)}"
     )
     if layout is None:
         return [
@@ -398,26 +399,15 @@ listen stats
 """
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password, for output."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
-
-
 async def check_redis(url: str) -> None:
     """Fail before starting anything if the fleet's Redis does not answer a PING."""
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    shown = redact_url(url)
-    try:
-        client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    except ValueError as exc:
-        raise DevStackError(f"--redis-url {shown} is not a Redis URL: {exc}", 2) from None
+    shown = redacted_url(url)
+    problem = redis_url_problem(url)
+    if problem is not None:
+        raise DevStackError(f"--redis-url {shown} {problem}", exit_code=2)
+    client = redis_client(url, timeout=2)
     try:
         await cast("Awaitable[bool]", client.ping())  # typed sync-or-async
     except (RedisError, OSError) as exc:
@@ -891,8 +881,8 @@ def connect_instructions(
             f"  Fleet: HAProxy sends each request to the next of {len(layout.mcp_ports)} MCP "
             f"servers (stateless HTTP) and {len(layout.api_ports)} API processes, no sticky "
             f"sessions; the {REPLICA_HEADER} response header names the one that answered.",
-            f"  Shared: Redis {redact_url(options.redis_url)}, database "
-            f"{redact_url(_database_url(options, state_dir))}. "
+            f"  Shared: Redis {redacted_url(options.redis_url)}, database "
+            f"{redacted_url(_database_url(options, state_dir))}. "
             f"Balancer stats: {layout.stats_url}",
             "",
         ]

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from toolbridge_common.redis_urls import redis_url_problem
 from toolbridge_common.settings import (
     ConfigError,
     LogLevel,
@@ -41,7 +42,6 @@ AuthMode: TypeAlias = str
 
 
 env_name = env_namer(ENV_PREFIX)
-REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 MIN_TOKEN_CACHE_KEY = 32
 
 
@@ -385,13 +385,9 @@ class Settings(BaseSettings):
         """A Redis URL the client can use; never echoed (it may hold a password)."""
         if value is None:
             return None
-        parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in REDIS_SCHEMES:
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        if parts.scheme != "unix" and not parts.hostname:
-            raise ValueError("must name a host, e.g. redis://127.0.0.1:6379/0")
-        if parts.scheme == "unix" and not parts.path:
-            raise ValueError("must name a socket path, e.g. unix:///run/redis/redis.sock")
+        problem = redis_url_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("token_cache_key")

@@ -39,9 +39,8 @@ from toolbridge_api.security import RateLimiter, RateLimitHealth, RateLimits
 from toolbridge_api.security.shared_ratelimit import (
     RedisRateLimits,
     bucket_key,
-    redacted_redis_url,
-    redis_client,
 )
+from toolbridge_common.redis_urls import redacted_url, redis_client
 from toolbridge_common.settings import ConfigError
 
 REQUESTS, WINDOW, BURST = 1, 600, 6
@@ -325,9 +324,9 @@ def shared_limits(
 ) -> RedisRateLimits:
     return RedisRateLimits(
         local_limits(requests, window, burst),
-        redis_client(url, timeout=0.25),
+        redis_client(url, timeout=0.25, decode_responses=True),
         key_prefix=prefix,
-        where=redacted_redis_url(url),
+        where=redacted_url(url),
         probe_interval=probe,
     )
 
@@ -471,5 +470,5 @@ def test_an_api_process_serves_while_its_redis_is_down(
         output = "\n".join(api.output)
     assert output.count("did not answer") == 1, output
     assert output.count("answers again") == 1, output
-    assert f"Redis at redis://127.0.0.1:{own_redis.port}/0" in output
+    assert f"Redis at redis://:***@127.0.0.1:{own_redis.port}/0" in output
     assert REDIS_PASSWORD not in output

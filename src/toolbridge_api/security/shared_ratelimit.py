@@ -21,12 +21,9 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import cast
-from urllib.parse import urlsplit, urlunsplit
 
 from loguru import logger
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from toolbridge_api.security.ratelimit import (
@@ -36,6 +33,7 @@ from toolbridge_api.security.ratelimit import (
     RateLimits,
     bucket_decision,
 )
+from toolbridge_common.redis_urls import redacted_url, redis_client
 
 DEFAULT_PROBE_INTERVAL = 5.0
 """Seconds between two tries of a Redis that did not answer."""
@@ -72,34 +70,11 @@ _FAILURES = (RedisError, OSError, TimeoutError)
 """How a Redis that is down, slow or refusing (read-only replica, out of memory) fails."""
 
 
-def redacted_redis_url(url: str) -> str:
-    """``url`` for log lines: scheme, host, port and database; never a user or password."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def bucket_key(prefix: str, group: RateGroup, key: str) -> str:
     """The Redis key of ``key``'s bucket in ``group``: a hash of the caller's key, so user and
     tenant ids never appear in Redis's key names."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return f"{prefix}ratelimit:{group}:{digest}"
-
-
-def redis_client(url: str, *, timeout: float) -> Redis:
-    """A client that gives up after ``timeout`` seconds (connecting, or waiting for an answer)
-    and never retries: a retry would only keep a request waiting for a Redis that is down."""
-    client: Redis = Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
-    return client
 
 
 class RedisRateLimits:
@@ -134,8 +109,8 @@ class RedisRateLimits:
         cls, local: RateLimits, url: str, *, key_prefix: str, timeout: float
     ) -> RedisRateLimits:
         """The fleet's rate limits in the Redis at ``url`` (not contacted yet: :meth:`start`)."""
-        client = redis_client(url, timeout=timeout)
-        where = redacted_redis_url(url)
+        client = redis_client(url, timeout=timeout, decode_responses=True)
+        where = redacted_url(url)
         return cls(local, client, key_prefix=key_prefix, where=where, timeout=timeout)
 
     async def start(self) -> None:

@@ -40,7 +40,6 @@ import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -48,12 +47,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from loguru import logger
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from toolbridge_common.redis_urls import redacted_url, redis_client
 from toolbridge_common.settings import ConfigError
 from toolbridge_mcp.tokens.cache import (
     CachedToken,
@@ -140,16 +138,6 @@ return 0
 """
 
 
-def redacted_url(url: str) -> str:
-    """``url`` with its password (``redis://user:***@host``) hidden, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 class TokenSealer:
     """AES-256-GCM under a key derived with HKDF-SHA256 from ``secret``; each value is bound
     to its Redis key and fence (associated data)."""
@@ -214,12 +202,7 @@ class RedisTokenCache:
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
         self._url = redacted_url(url)
-        self._redis: Redis = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._redis: Redis = redis_client(url, timeout=timeout)
         self._sealer = TokenSealer(secret)
         self._prefix = prefix
         self._lock_ms = max(1, round(lock_ttl * 1000))

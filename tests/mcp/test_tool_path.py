@@ -167,7 +167,10 @@ async def test_the_pool_raises_httpx_errors() -> None:
 
 async def test_the_pool_keeps_connections_and_streams_bodies(api_server: ApiServer) -> None:
     api_server.reset_counters()
-    async with httpx.AsyncClient(base_url=api_server.url, transport=PooledTransport()) as http:
+    # generous timeout: the first /openapi.json builds the schema (0.3 s idle, 8 s seen under load)
+    async with httpx.AsyncClient(
+        base_url=api_server.url, transport=PooledTransport(), timeout=60
+    ) as http:
         for _ in range(5):
             response = await http.get("/healthz")
             assert response.status_code == 200

@@ -8,14 +8,24 @@ database number of its own), then ``CONCURRENCY`` fastmcp clients, each speaking
 handshake-era protocol (``initialize``, as the MCP Inspector and Claude Desktop do), call
 ``get_note`` back to back for ``SECONDS`` seconds. The API's per-user rate limit is raised
 (``--api-rate-limit``) so that it is not what is measured. The clients run in this process,
-on the same cores as the fleet: on a small machine they compete with it.
+on the same cores as the fleet: on a small machine they compete with it. Each fleet is
+measured ``--rounds`` times and its best round (highest calls/s) is shown, as
+``bench.mcp_server`` does, so that load from elsewhere on the machine weighs less.
 
-Run: ``uv run python -m bench.fleet`` (from the repository root; needs haproxy and Redis).
+Besides calls/s and latency, each row shows the CPU time per call of each part (from
+``/proc``: the MCP replicas, the API processes, HAProxy, the dev command relaying their
+output, and this process, the clients): on a machine of few cores, their sum bounds the
+calls/s. "conn/call" is new client connections per call at the balancer.
+
+Run: ``uv run python -m bench.fleet [--rounds 3]`` (from the repository root; Linux; needs
+haproxy and Redis).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import csv
 import io
 import os
@@ -41,6 +51,9 @@ CONCURRENCY = 20
 SECONDS = 5.0
 WARMUP_SECONDS = 1.0
 REDIS_URL = "redis://127.0.0.1:6379/13"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PARTS = ("mcp", "api", "haproxy", "relay", "clients")
+MARKS = (("haproxy", b"haproxy"), ("api", b"toolbridge_api"), ("mcp", b"toolbridge_mcp"))
 
 
 @dataclass
@@ -50,6 +63,10 @@ class Run:
     failures: int = 0
     seconds: float = 0.0
     served: dict[str, int] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds per call of each of :data:`PARTS`."""
+    connections: int = 0
+    connections_per_call: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -76,15 +93,42 @@ async def _client_loop(url: str, uid: str, stop_at: float, measure_from: float, 
 
 
 def _served(stats_csv: str) -> dict[str, int]:
+    """Requests per replica, and new client connections under the name ``FRONTEND``."""
     rows = csv.DictReader(io.StringIO(stats_csv.removeprefix("# ")))
     return {
-        row["svname"]: int(row["stot"])
+        row["svname"]: int(row["conn_tot" if row["svname"] == "FRONTEND" else "stot"])
         for row in rows
-        if row["pxname"] == "mcp" and row["svname"] not in {"FRONTEND", "BACKEND"}
+        if row["pxname"] == "mcp" and row["svname"] != "BACKEND"
     }
 
 
-async def one_run(replicas: int, state: Path) -> Run:
+def _cpu_seconds(root: int) -> dict[str, float]:
+    """CPU seconds so far of the dev command (``relay``) and of its children by part."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    totals = dict.fromkeys(PARTS, 0.0)
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        pending += children.get(pid, [])
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            part = (
+                "relay"
+                if pid == root
+                else next((part for part, mark in MARKS if mark in command), "")
+            )
+            if part:
+                totals[part] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return totals
+
+
+async def one_run(replicas: int, state: Path, rounds: int) -> Run:
+    """Start a fleet of ``replicas`` and measure it ``rounds`` times; the best round."""
     mcp, api, issuer = _free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLBRIDGE_")}
     args = [COMMAND, "dev", "--port", str(mcp), "--api-port", str(api)]
@@ -106,7 +150,7 @@ async def one_run(replicas: int, state: Path) -> Run:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    run = Run(replicas)
+    runs: list[Run] = []
     try:
         if not await asyncio.to_thread(up.wait, 180):
             raise RuntimeError("dev fleet did not come up:\n" + "".join(lines[-30:]))
@@ -118,48 +162,73 @@ async def one_run(replicas: int, state: Path) -> Run:
             assert isinstance(note.structured_content, dict)
             uid = note.structured_content["uid"]
         async with httpx.AsyncClient() as http:
-            before = _served((await http.get(f"{stats.group(1)};csv")).text)
-            start = time.perf_counter()
-            measure_from = start + WARMUP_SECONDS
-            stop_at = measure_from + SECONDS
-            await asyncio.gather(
-                *(_client_loop(url, uid, stop_at, measure_from, run) for _ in range(CONCURRENCY))
-            )
-            run.seconds = SECONDS
-            after = _served((await http.get(f"{stats.group(1)};csv")).text)
-        run.served = {name: after[name] - before.get(name, 0) for name in sorted(after)}
+            for _ in range(rounds):
+                run = Run(replicas)
+                before = _served((await http.get(f"{stats.group(1)};csv")).text)
+                cpu_before = _cpu_seconds(process.pid)
+                clients_before = time.process_time()
+                start = time.perf_counter()
+                measure_from = start + WARMUP_SECONDS
+                stop_at = measure_from + SECONDS
+                await asyncio.gather(
+                    *(
+                        _client_loop(url, uid, stop_at, measure_from, run)
+                        for _ in range(CONCURRENCY)
+                    )
+                )
+                run.seconds = SECONDS
+                # CPU and connections cover the warm-up too: per call of the whole stretch.
+                calls = run.rate * (time.perf_counter() - start)
+                cpu = _cpu_seconds(process.pid)
+                cpu["clients"] = time.process_time() - clients_before
+                cpu_before["clients"] = 0.0
+                after = _served((await http.get(f"{stats.group(1)};csv")).text)
+                counts = {name: after[name] - before.get(name, 0) for name in sorted(after)}
+                run.connections = counts.pop("FRONTEND")
+                run.served = counts
+                run.cpu_ms = {part: (cpu[part] - cpu_before[part]) * 1000 / calls for part in PARTS}
+                run.connections_per_call = run.connections / calls
+                runs.append(run)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(60)
         reader.join(5)
-    return run
+    return max(runs, key=lambda run: run.rate)
 
 
-def report(runs: list[Run]) -> None:
+def report(runs: list[Run], rounds: int) -> None:
     print(
         f"get_note through HAProxy, {CONCURRENCY} fastmcp clients (handshake era), "
         f"{SECONDS:g} s after {WARMUP_SECONDS:g} s warm-up, {API_PROCESSES} API processes, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, best of {rounds} rounds, load average {os.getloadavg()[0]:.1f}"
     )
-    print("replicas  calls/s  p50 ms  p95 ms  failed  requests per replica")
+    print(
+        "replicas  calls/s  p50 ms  p95 ms  failed  conn/call  "
+        + "  ".join(f"{part:>7}" for part in PARTS)
+        + "  CPU ms/call  requests per replica"
+    )
     for run in runs:
         ms = sorted(seconds * 1000 for seconds in run.latencies)
         p95 = ms[int(len(ms) * 0.95) - 1] if ms else 0.0
         median = statistics.median(ms) if ms else 0.0
         spread = ", ".join(f"{name} {count}" for name, count in run.served.items())
+        cpu = "  ".join(f"{run.cpu_ms[part]:>7.1f}" for part in PARTS)
         print(
             f"{run.replicas:>8}  {run.rate:>7.0f}  {median:>6.1f}  {p95:>6.1f}  "
-            f"{run.failures:>6}  {spread}"
+            f"{run.failures:>6}  {run.connections_per_call:>9.2f}  {cpu}  "
+            f"{sum(run.cpu_ms.values()):>11.1f}  {spread}"
         )
 
 
-async def main() -> None:
+async def main(rounds: int) -> None:
     runs: list[Run] = []
     for replicas in REPLICAS:
         with tempfile.TemporaryDirectory() as tmp:
-            runs.append(await one_run(replicas, Path(tmp) / "state"))
-    report(runs)
+            runs.append(await one_run(replicas, Path(tmp) / "state", rounds))
+    report(runs, rounds)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    asyncio.run(main(parser.parse_args().rounds))

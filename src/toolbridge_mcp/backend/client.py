@@ -228,7 +228,9 @@ class ApiClient:
             # The API always has this route: the base URL points elsewhere. Mapped by status,
             # it would read as "note not found" and send the user hunting for a uid.
             raise ApiUnavailableError(
-                f"POST {SESSIONS_PATH} answered HTTP {response.status_code}: not the ToolBridge API"
+                f"POST {SESSIONS_PATH} answered HTTP {response.status_code}: not the ToolBridge "
+                "API",
+                sent=False,  # the call's own request never went out
             )
         if response.status_code >= 400:
             raise ApiError.from_response(response)
@@ -295,8 +297,12 @@ class ApiClient:
         """:meth:`call`'s request and recoveries; the successful response, body unread by
         any parser (the caller decodes it once)."""
         principal = self.auth.principal()
-        session = await self.sessions.get(principal)
+        try:
+            session = await self.sessions.get(principal)
+        except ApiUnavailableError as exc:  # before the call's own request: nothing sent
+            raise ApiUnavailableError(exc.reason, sent=False) from None
         recovered: set[str] = set()
+        sent = False  # whether an attempt may have reached the API (a failed write may apply)
         # One key per call, on every attempt: a write the API applied before the answer was
         # lost is answered from its record on the retry instead of being applied twice.
         once = {IDEMPOTENCY_KEY: str(uuid.uuid4())} if method in WRITE_METHODS else {}
@@ -310,13 +316,17 @@ class ApiClient:
                     headers={**(headers or {}), **once, **session.headers()},
                 )
             except ApiUnavailableError as exc:
+                sent = sent or exc.sent
                 if exc.reason.startswith("timed out") or "transport" in recovered:
-                    raise
+                    raise ApiUnavailableError(exc.reason, sent=sent) from None
                 recovered.add("transport")  # connection refused or broken: retry once
                 logger.info("API connection failed ({}); retrying once", exc.reason)
                 await asyncio.sleep(TRANSPORT_RETRY_DELAY)
                 continue
-            retry = await self._recover(response, principal, session, recovered)
+            try:
+                retry = await self._recover(response, principal, session, recovered)
+            except ApiUnavailableError as exc:  # a new session could not be opened
+                raise ApiUnavailableError(exc.reason, sent=sent) from None
             if retry is None:
                 return response
             session = retry
@@ -363,6 +373,9 @@ class ApiClient:
     ) -> httpx.Response:
         try:
             return await self._http.request(method, path, params=params, json=json, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # no connection was made for this request: nothing of it reached the API
+            raise ApiUnavailableError(type(exc).__name__, sent=False) from None
         except httpx.TimeoutException as exc:
             raise ApiUnavailableError(f"timed out: {type(exc).__name__}") from None
         except httpx.TransportError as exc:

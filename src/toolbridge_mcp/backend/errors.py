@@ -32,11 +32,14 @@ class BackendError(Exception):
 
 
 class ApiUnavailableError(BackendError):
-    """No HTTP answer: connection refused, DNS, timeout, broken connection."""
+    """No HTTP answer: connection refused, DNS, timeout, broken connection. ``sent``: the
+    request may have reached the API (False only when no connection was ever made, so a
+    write certainly was not applied)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, sent: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.sent = sent
 
 
 class ApiError(BackendError):
@@ -282,14 +285,15 @@ def to_tool_error(exc: Exception, ctx: ErrorContext) -> ToolError:
         if exc.correlation_id:
             message += f" (correlation id {exc.correlation_id})"
         return ToolError(message)
-    if isinstance(exc, ApiUnavailableError) and ctx.write is not None:
+    if isinstance(exc, ApiUnavailableError) and ctx.write is not None and exc.sent:
         return ToolError(
             f"ToolBridge API did not answer at {ctx.api_url} ({exc.reason}). {_maybe_applied(ctx)}"
         )
     if isinstance(exc, ApiUnavailableError):
+        unsent = "; nothing was sent, so nothing was written" if ctx.write is not None else ""
         return ToolError(
-            f"ToolBridge API unavailable at {ctx.api_url} ({exc.reason}); check that it is "
-            "running and TOOLBRIDGE_GO_API_BASE_URL, then try again."
+            f"ToolBridge API unavailable at {ctx.api_url} ({exc.reason}){unsent}; check that it "
+            "is running and TOOLBRIDGE_GO_API_BASE_URL, then try again."
         )
     if isinstance(exc, MissingAuthenticationError):
         return ToolError(str(exc))

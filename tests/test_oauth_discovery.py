@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AUDIENCE, CLIENT_ID, CLIENT_SECRET, LogCapture
-from tests.dev_issuer.conftest import AUDIENCE as DEV_AUDIENCE
-from tests.dev_issuer.conftest import RunningIssuer, track, verify
+from tests.support.dev_issuer import AUDIENCE as DEV_AUDIENCE
+from tests.support.dev_issuer import RunningIssuer, track, verify
 from tests.support.idp import IdP
 from toolbridge_common.discovery import DiscoveryError, discover, metadata_urls
 from toolbridge_mcp.config import Settings, load_settings

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm
 
-from tests.dev_issuer.conftest import AUDIENCE, RunningIssuer, track, verify
+from tests.support.dev_issuer import AUDIENCE, RunningIssuer, track, verify
 from toolbridge_common.settings import ConfigError
 from toolbridge_mcp.config import Settings, load_settings
 from toolbridge_mcp.oauth import ASSERTION_TYPE, ClientKey, PrivateKeyJwt, RetryPolicy, TokenError

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.dev_issuer.conftest import RunningIssuer, track
+from tests.support.dev_issuer import RunningIssuer, track
 from tests.support.server import ServerThread
 
 REDIRECT_URI = "http://127.0.0.1:53682/callback"

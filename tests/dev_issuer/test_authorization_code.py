@@ -13,13 +13,6 @@ import jwt
 import pytest
 
 from tests.conftest import LogCapture
-from tests.dev_issuer.conftest import (
-    AUDIENCE,
-    OTHER_AUDIENCE,
-    RunningIssuer,
-    issuer_messages,
-    verify,
-)
 from tests.dev_issuer.flow import (
     REDIRECT_URI,
     STATE,
@@ -35,6 +28,13 @@ from tests.dev_issuer.flow import (
     register,
     request_id,
     sign_in,
+)
+from tests.support.dev_issuer import (
+    AUDIENCE,
+    OTHER_AUDIENCE,
+    RunningIssuer,
+    issuer_messages,
+    verify,
 )
 
 

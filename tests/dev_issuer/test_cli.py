@@ -13,7 +13,7 @@ import httpx
 import jwt
 
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, NASTY_SECRET
-from tests.dev_issuer.conftest import (
+from tests.support.dev_issuer import (
     AUDIENCE,
     OTHER_AUDIENCE,
     IssuerProcess,

@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, NASTY_SECRET, LogCapture
-from tests.dev_issuer.conftest import (
+from tests.support.dev_issuer import (
     AUDIENCE,
     NASTY_CLIENT_ID,
     OTHER_AUDIENCE,

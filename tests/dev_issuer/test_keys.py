@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.dev_issuer.conftest import RunningIssuer, verify
+from tests.support.dev_issuer import RunningIssuer, verify
 from toolbridge_dev.issuer.keys import (
     SigningKeyError,
     jwk_thumbprint,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
-from tests.dev_issuer.conftest import IssuerProcess, RunningIssuer, cli_env
+from tests.support.dev_issuer import IssuerProcess, RunningIssuer, cli_env
 
 MB = 1024 * 1024
 

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.dev_issuer.conftest import AUDIENCE, RunningIssuer, track
+from tests.support.dev_issuer import AUDIENCE, RunningIssuer, track
 from tests.support.server import ServerThread
 
 CALLBACK = "http://127.0.0.1:53682/callback"

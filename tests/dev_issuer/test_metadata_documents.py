@@ -16,7 +16,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from tests.dev_issuer.conftest import RunningIssuer, track
 from tests.dev_issuer.flow import (
     REDIRECT_URI,
     Document,
@@ -31,6 +30,7 @@ from tests.dev_issuer.flow import (
     refresh,
     sign_in,
 )
+from tests.support.dev_issuer import RunningIssuer, track
 from tests.support.process import free_port
 
 

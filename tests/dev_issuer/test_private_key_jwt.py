@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm
 
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, LogCapture
-from tests.dev_issuer.conftest import AUDIENCE, RunningIssuer, issuer_messages, track, verify
 from tests.dev_issuer.flow import error
+from tests.support.dev_issuer import AUDIENCE, RunningIssuer, issuer_messages, track, verify
 from tests.support.jwks import SigningKey as RsaKey
 from tests.support.jwks import mint
 

@@ -10,8 +10,8 @@ import jwt
 import pytest
 
 from tests.conftest import LogCapture
-from tests.dev_issuer.conftest import OTHER_AUDIENCE, RunningIssuer, issuer_messages
 from tests.dev_issuer.flow import code_for, error, redeem, refresh, register
+from tests.support.dev_issuer import OTHER_AUDIENCE, RunningIssuer, issuer_messages
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import LogCapture
-from tests.dev_issuer.conftest import RunningIssuer, cli_env, issuer_messages, run_cli
 from tests.dev_issuer.flow import REDIRECT_URI, code_for, error, redeem, register
+from tests.support.dev_issuer import RunningIssuer, cli_env, issuer_messages, run_cli
 from toolbridge_dev.issuer.app import create_app
 from toolbridge_dev.issuer.clients import ClientStoreError
 from toolbridge_dev.issuer.config import IssuerSettings

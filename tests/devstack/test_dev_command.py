@@ -27,7 +27,7 @@ import httpx
 import pytest
 from fastmcp import Client
 
-from tests.mcp.conftest import result_text
+from tests.support.mcp_calls import result_text
 from toolbridge_dev import stack as devstack
 from toolbridge_dev.stack import DevOptions, call_on_stop_signals, connect_instructions
 

@@ -41,7 +41,7 @@ from tests.devstack.test_dev_command import (
     _port_is_free,
     dev_command,
 )
-from tests.mcp.conftest import result_text
+from tests.support.mcp_calls import result_text
 from tests.support.redis_server import redis_problem
 from toolbridge_dev.stack import NO_HAPROXY, REPLICA_HEADER
 

@@ -17,7 +17,7 @@ import httpx
 from fastmcp import Client
 
 from tests.devstack.test_dev_command import JWT, DevCommand, dev_command
-from tests.mcp.conftest import result_text
+from tests.support.mcp_calls import result_text
 from tests.support.per_user import oauth_client
 
 __all__ = ["dev_command"]  # the fixture, shared with the stack's other tests

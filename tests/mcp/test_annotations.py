@@ -8,8 +8,8 @@ from typing import Any
 from fastmcp import Client
 
 from tests.conftest import LogCapture
-from tests.mcp.conftest import call, call_error
 from tests.support.idp import IdP
+from tests.support.mcp_calls import call, call_error
 
 SAME_ARGUMENTS: dict[str, dict[str, Any]] = {
     "update_note": {"title": "again", "content": "same"},

@@ -8,9 +8,10 @@ import jwt
 from fastmcp import Client
 
 from tests.conftest import LogCapture
-from tests.mcp.conftest import ServerFactory, call, call_error, mint_token
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
+from tests.support.mcp_calls import call, call_error, mint_token
+from tests.support.mcp_server import ServerFactory
 
 SESSIONS = ("POST", "/v1/sync/sessions")
 

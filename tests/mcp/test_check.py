@@ -12,18 +12,18 @@ from pathlib import Path
 import jwt
 
 from tests.conftest import AUDIENCE, CLIENT_ID, CLIENT_SECRET
-from tests.mcp.conftest import (
+from tests.support.api import ApiServer
+from tests.support.idp import IdP, Reply
+from tests.support.mcp_calls import mint_token
+from tests.support.mcp_server import (
     SECRETS,
     TENANT_ID,
     TENANT_SECRET,
     ServerFactory,
     cli_command,
     mcp_settings,
-    mint_token,
     server_env,
 )
-from tests.support.api import ApiServer
-from tests.support.idp import IdP, Reply
 from toolbridge_mcp.check import exit_code, run_checks
 
 STEPS = ["settings", "token", "api", "session", "notes"]

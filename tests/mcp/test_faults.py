@@ -27,17 +27,10 @@ import httpx
 from fastmcp import Client
 
 from tests.conftest import AUDIENCE
-from tests.mcp.conftest import (
-    TENANT_SECRET,
-    McpHttpServer,
-    assert_no_secrets,
-    call,
-    call_error,
-    mcp_settings,
-    result_text,
-)
 from tests.support.api import ApiProcess
 from tests.support.idp import IdP, Reply
+from tests.support.mcp_calls import assert_no_secrets, call, call_error, result_text
+from tests.support.mcp_server import TENANT_SECRET, McpHttpServer, mcp_settings
 from toolbridge_mcp.server import create_server
 
 DEADLINE = 60.0

@@ -12,16 +12,16 @@ import httpx
 import pytest
 from fastmcp import Client
 
-from tests.mcp.conftest import (
+from tests.support.api import ApiServer
+from tests.support.idp import IdP
+from tests.support.mcp_calls import call
+from tests.support.mcp_server import (
     McpHttpServer,
     ServerFactory,
-    call,
     cli_command,
     mcp_settings,
     server_env,
 )
-from tests.support.api import ApiServer
-from tests.support.idp import IdP
 from tests.support.server import ServerThread
 from toolbridge_mcp.http_guard import exposure_problem, exposure_warning
 from toolbridge_mcp.server import create_server

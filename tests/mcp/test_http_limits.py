@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.mcp.conftest import cli_command, server_env
+from tests.support.mcp_server import cli_command, server_env
 
 _BIG = 64 * 1024 * 1024
 

@@ -14,10 +14,10 @@ import httpx
 from pydantic import SecretStr
 
 from tests.conftest import AUDIENCE
-from tests.mcp.conftest import TENANT_ID, TENANT_SECRET, mcp_settings
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
 from tests.support.jwks import SigningKey, mint
+from tests.support.mcp_server import TENANT_ID, TENANT_SECRET, mcp_settings
 from toolbridge_mcp.auth.tenant import TenantSigner
 from toolbridge_mcp.backend.runtime import Backend
 

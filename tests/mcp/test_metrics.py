@@ -12,17 +12,10 @@ from fastmcp import Client
 from fastmcp.exceptions import ToolError, ValidationError
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.mcp.conftest import (
-    McpHttpServer,
-    ServerFactory,
-    assert_no_secrets,
-    call,
-    call_error,
-    mcp_settings,
-    mint_token,
-)
 from tests.support.api import ApiServer
 from tests.support.idp import IdP, Reply
+from tests.support.mcp_calls import assert_no_secrets, call, call_error, mint_token
+from tests.support.mcp_server import McpHttpServer, ServerFactory, mcp_settings
 from toolbridge_mcp.metrics import ServerMetrics, outcome_of
 from toolbridge_mcp.server import create_server
 

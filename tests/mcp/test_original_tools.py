@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from fastmcp import Client
 
-from tests.mcp.conftest import call, call_error
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
+from tests.support.mcp_calls import call, call_error
 from tests.support.tool_calls import CHANGED, create_arguments, replace_arguments
 from toolbridge_common import contract
 from toolbridge_common.contract import Entity

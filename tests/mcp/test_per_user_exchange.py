@@ -21,13 +21,13 @@ import pytest
 from fastmcp import Client
 
 from tests.conftest import LogCapture
-from tests.mcp.conftest import result_text
 from tests.support.api import ApiServer
 from tests.support.jwks import leaked
+from tests.support.mcp_calls import result_text
+from tests.support.mcp_server import TENANT_ID
 from tests.support.per_user import (
     API_AUDIENCE,
     EXCHANGE_PATH,
-    TENANT_ID,
     OwnUrlMcpServer,
     PerUserStack,
     oauth_client,

@@ -27,24 +27,21 @@ from fastmcp.client.transports import StdioTransport
 from mcp.shared.exceptions import MCPError
 
 from tests.conftest import AUDIENCE, CLIENT_ID, NASTY_SECRET, LogCapture
-from tests.mcp.conftest import (
-    McpHttpServer,
-    ServerFactory,
-    assert_no_secrets,
-    call,
-    call_error,
-    cli_command,
-    mint_token,
-    server_env,
-)
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
 from tests.support.jwks import leaked
+from tests.support.mcp_calls import assert_no_secrets, call, call_error, mint_token
+from tests.support.mcp_server import (
+    TENANT_ID,
+    TENANT_SECRET,
+    McpHttpServer,
+    ServerFactory,
+    cli_command,
+    server_env,
+)
 from tests.support.per_user import (
     API_AUDIENCE,
     SCOPE,
-    TENANT_ID,
-    TENANT_SECRET,
     PerUserStack,
     start_stack,
 )

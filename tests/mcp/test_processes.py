@@ -16,17 +16,10 @@ from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 
 from tests.conftest import AUDIENCE, CLIENT_ID, CLIENT_SECRET
-from tests.mcp.conftest import (
-    SECRETS,
-    TENANT_ID,
-    TENANT_SECRET,
-    call,
-    call_error,
-    cli_command,
-    server_env,
-)
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
+from tests.support.mcp_calls import call, call_error
+from tests.support.mcp_server import SECRETS, TENANT_ID, TENANT_SECRET, cli_command, server_env
 from toolbridge_common import contract
 
 

@@ -12,17 +12,11 @@ import httpx
 from fastmcp import Client
 
 from tests.conftest import AUDIENCE, LogCapture
-from tests.mcp.conftest import (
-    SERVICE_USER,
-    TENANT_ID,
-    ServerFactory,
-    call,
-    call_error,
-    mcp_settings,
-)
 from tests.support.api import ApiServer
 from tests.support.api_stub import TenantRefusingApi
 from tests.support.idp import IdP, Reply
+from tests.support.mcp_calls import call, call_error
+from tests.support.mcp_server import SERVICE_USER, TENANT_ID, ServerFactory, mcp_settings
 from tests.support.server import ServerThread
 from toolbridge_mcp.server import create_server
 

@@ -25,17 +25,17 @@ from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 from mcp.shared.exceptions import MCPError
 
-from tests.mcp.conftest import (
+from tests.support.api import ApiServer
+from tests.support.idp import IdP
+from tests.support.mcp_calls import call
+from tests.support.mcp_server import (
     SERVICE_USER,
     TENANT_ID,
     McpHttpServer,
     ServerFactory,
-    call,
     cli_command,
     server_env,
 )
-from tests.support.api import ApiServer
-from tests.support.idp import IdP
 
 SESSIONS = ("POST", "/v1/sync/sessions")
 INITIALIZE = {

@@ -26,8 +26,9 @@ import redis
 from fastmcp import Client
 
 from tests.conftest import AUDIENCE, CLIENT_ID, CLIENT_SECRET, LogCapture
-from tests.mcp.conftest import ServerFactory, call
 from tests.support.idp import IdP, Reply
+from tests.support.mcp_calls import call
+from tests.support.mcp_server import ServerFactory
 from tests.support.redis_server import (
     SHARED_REDIS_URL,
     RedisServer,

@@ -14,16 +14,10 @@ import pytest
 from fastmcp import Client
 from pydantic import SecretStr
 
-from tests.mcp.conftest import (
-    TENANT_ID,
-    TENANT_SECRET,
-    McpHttpServer,
-    call,
-    call_error,
-    mint_token,
-)
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
+from tests.support.mcp_calls import call, call_error, mint_token
+from tests.support.mcp_server import TENANT_ID, TENANT_SECRET, McpHttpServer
 from tests.support.tool_calls import CHANGED, create_arguments
 from toolbridge_common import contract
 from toolbridge_common.contract import Entity

@@ -18,9 +18,10 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from tests.mcp.conftest import ServerFactory, call, call_error
 from tests.support.api import ApiServer
 from tests.support.idp import IdP
+from tests.support.mcp_calls import call, call_error
+from tests.support.mcp_server import ServerFactory
 from toolbridge_common import contract
 from toolbridge_mcp.auth.modes import AuthHealth, StaticTokenAuth
 from toolbridge_mcp.backend import ApiClient, ApiError, ApiUnavailableError, ErrorContext

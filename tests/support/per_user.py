@@ -29,32 +29,20 @@ from mcp.shared.auth import (
 from pydantic import AnyUrl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tests.dev_issuer.conftest import RunningIssuer
 from tests.support.api import ApiServer
-from tests.support.server import ServerThread
+from tests.support.dev_issuer import RunningIssuer
+from tests.support.mcp_server import TENANT_ID, TENANT_SECRET
+from tests.support.server import DeferredApp, ServerThread
 from toolbridge_dev.issuer.tokens import mint_user_token
 from toolbridge_mcp.config import Settings
 from toolbridge_mcp.server import create_server
 
 API_AUDIENCE = "https://api.toolbridge.test"
-TENANT_ID = "tenant-a"
-TENANT_SECRET = "tenant-secret-0123456789"
 SCOPE = "toolbridge"
 CALLBACK = "http://127.0.0.1:53682/callback"
 EXCHANGE_PATH = "/auth/token-exchange"
 OWN_ISSUER = "toolbridge-api"
 _LIFESPAN_TIMEOUT = 30.0
-
-
-class _Deferred:
-    """An ASGI app set once the port is known (the app's settings depend on it)."""
-
-    def __init__(self) -> None:
-        self.app: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.app is not None, "the server is not built yet"
-        await self.app(scope, receive, send)
 
 
 class AuthorizationRecorder:
@@ -77,7 +65,7 @@ class OwnUrlMcpServer:
     the port is taken first, then the server is built for it."""
 
     def __init__(self) -> None:
-        self._deferred = _Deferred()
+        self._deferred = DeferredApp()
         self._thread = ServerThread(self._deferred, name="toolbridge-mcp")
         self._thread.start()
         self.mcp: FastMCP[Any] | None = None

@@ -17,9 +17,20 @@ from typing import Self
 
 import trustme
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 _START_TIMEOUT = 10.0
+
+
+class DeferredApp:
+    """An ASGI app set once the port is known: the app's settings (its own URL) depend on it."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.app is not None, "the server is not built yet"
+        await self.app(scope, receive, send)
 
 
 class ServerThread:

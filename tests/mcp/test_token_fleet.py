@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -88,6 +89,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its forked members too: killed together, no orphans
         )
 
     def wait_ready(self) -> None:
@@ -103,16 +105,23 @@ class Worker:
         self.process.stdin.write("go\n")
         self.process.stdin.flush()
 
-    def reports(self, timeout: float = 40.0) -> list[dict[str, Any]]:
+    def reports(self, timeout: float = 90.0) -> list[dict[str, Any]]:
         """One per process."""
-        out, err = self.process.communicate(timeout=timeout)
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            err = self.kill()
+            raise AssertionError(f"no reports within {timeout:g}s\n{err[-2000:]}") from None
         assert self.process.returncode == 0, err[-2000:]
         reports: list[dict[str, Any]] = json.loads(out.strip().splitlines()[-1])
         return reports
 
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.communicate(timeout=10)
+    def kill(self) -> str:
+        """SIGKILL to the worker and every member it forked (they hold its output pipes);
+        what it wrote to stderr."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.communicate(timeout=10)[1]
 
 
 def fleet_config(idp: IdP, redis_url: str, prefix: str, **options: Any) -> WorkerConfig:
